@@ -1,0 +1,207 @@
+"""The HTTP API under ``/api``: sessions, their messages, the configured backends."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from chatbot.auth import Identity, bearer_from_header
+from chatbot.errors import InvalidRequest, NotFound
+from chatbot.runtime import Runtime, runtime_of
+from chatbot.serialize import message_json, session_json
+from chatbot.websocket import CLOSE_NOT_FOUND
+
+MAX_TITLE_CHARS = 200
+MAX_SESSION_ID_CHARS = 64
+
+
+def _authenticate(request: Request) -> tuple[Runtime, Identity]:
+    runtime = runtime_of(request)
+    return runtime, runtime.verifier.verify(bearer_from_header(request.headers))
+
+
+def _limit(request: Request, default: int) -> int:
+    raw = request.query_params.get("limit")
+    if raw is None:
+        return default
+    if not raw.isdecimal() or not 1 <= int(raw) <= 100:
+        raise InvalidRequest("invalid_limit", "limit must be an integer from 1 to 100")
+    return int(raw)
+
+
+def _message_id(request: Request, name: str) -> int | None:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return None
+    if not raw.isdecimal() or len(raw) > 18:
+        raise InvalidRequest(f"invalid_{name}", f"{name} must be a message id (an integer)")
+    return int(raw)
+
+
+def _session_id(request: Request) -> str:
+    session_id = str(request.path_params["session_id"])
+    if len(session_id) > MAX_SESSION_ID_CHARS:
+        # Cannot be an id this server issued; the same answer as for any unknown id.
+        raise NotFound()
+    return session_id
+
+
+async def _json_object(request: Request, *, required: bool) -> dict[str, Any]:
+    body = await request.body()
+    if not body.strip():
+        if required:
+            raise InvalidRequest("invalid_body", "the request body must be a JSON object", 400)
+        return {}
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        raise InvalidRequest("invalid_json", "the request body is not valid JSON", 400) from None
+    if not isinstance(data, dict):
+        raise InvalidRequest("invalid_body", "the request body must be a JSON object", 400)
+    return data
+
+
+def _optional_string(data: dict[str, Any], name: str, max_chars: int) -> str | None:
+    value = data.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > max_chars:
+        raise InvalidRequest(
+            f"invalid_{name}", f"{name} must be a string of at most {max_chars} characters"
+        )
+    return value
+
+
+async def list_sessions(request: Request) -> Response:
+    runtime, identity = _authenticate(request)
+    limit = _limit(request, default=20)
+    cursor = request.query_params.get("cursor") or None
+    page = await runtime.store.list_sessions(identity.user_id, limit=limit, cursor=cursor)
+    return JSONResponse(
+        {
+            "sessions": [session_json(s) for s in page.sessions],
+            "next_cursor": page.next_cursor,
+        }
+    )
+
+
+async def create_session(request: Request) -> Response:
+    runtime, identity = _authenticate(request)
+    data = await _json_object(request, required=False)
+    unknown = set(data) - {"title", "backend", "model", "system_prompt"}
+    if unknown:
+        raise InvalidRequest(
+            "invalid_body",
+            f"unknown field {sorted(unknown)[0]!r}; "
+            "a session takes title, backend, model and system_prompt",
+        )
+    title = _optional_string(data, "title", MAX_TITLE_CHARS)
+    system_prompt = _optional_string(data, "system_prompt", runtime.settings.max_message_chars)
+    backend_name = _optional_string(data, "backend", 200) or runtime.backends.default
+    backend = runtime.backends.get(backend_name)
+    model = _optional_string(data, "model", 200)
+    models = backend.available_models()
+    if model is None:
+        model = backend.default_model
+    elif models and model not in models:
+        raise InvalidRequest(
+            "unknown_model",
+            f"the backend {backend.name!r} has no model {model!r}; it offers: " + ", ".join(models),
+        )
+    session = await runtime.store.create_session(
+        identity.user_id,
+        backend=backend.name,
+        title=title,
+        model=model,
+        system_prompt=system_prompt,
+    )
+    return JSONResponse(session_json(session), status_code=201)
+
+
+async def get_session(request: Request) -> Response:
+    runtime, identity = _authenticate(request)
+    session = await runtime.store.get_session(identity.user_id, _session_id(request))
+    return JSONResponse(session_json(session))
+
+
+async def rename_session(request: Request) -> Response:
+    runtime, identity = _authenticate(request)
+    session_id = _session_id(request)
+    data = await _json_object(request, required=True)
+    if set(data) != {"title"}:
+        raise InvalidRequest("invalid_body", "send exactly one field: title")
+    title = _optional_string(data, "title", MAX_TITLE_CHARS)
+    session = await runtime.store.rename_session(identity.user_id, session_id, title)
+    return JSONResponse(session_json(session))
+
+
+async def delete_session(request: Request) -> Response:
+    runtime, identity = _authenticate(request)
+    session_id = _session_id(request)
+    await runtime.store.delete_session(identity.user_id, session_id)
+    runtime.conversations.close_session(session_id, CLOSE_NOT_FOUND, "session not found")
+    return Response(status_code=204)
+
+
+async def list_messages(request: Request) -> Response:
+    runtime, identity = _authenticate(request)
+    session_id = _session_id(request)
+    limit = _limit(request, default=50)
+    before = _message_id(request, "before")
+    after = _message_id(request, "after")
+    if before is not None and after is not None:
+        raise InvalidRequest("invalid_cursor", "give before or after, not both")
+    page = await runtime.store.list_messages(
+        identity.user_id, session_id, limit=limit, before=before, after=after
+    )
+    return JSONResponse(
+        {"messages": [message_json(m) for m in page.messages], "has_more": page.has_more}
+    )
+
+
+async def list_backends(request: Request) -> Response:
+    runtime, _ = _authenticate(request)
+    backends = [
+        {
+            "name": backend.name,
+            "type": runtime.settings.backends[backend.name].type,
+            "default": backend.name == runtime.backends.default,
+            "default_model": backend.default_model,
+            "models": backend.available_models(),
+        }
+        for backend in runtime.backends
+    ]
+    return JSONResponse({"backends": backends, "default": runtime.backends.default})
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    runtime = runtime_of(request)
+    try:
+        await runtime.store.ping()
+    except Exception:
+        return JSONResponse(
+            {"error": {"code": "not_ready", "message": "the store does not answer"}},
+            status_code=503,
+        )
+    return JSONResponse({"status": "ready"})
+
+
+routes = [
+    Route("/api/sessions", list_sessions, methods=["GET"]),
+    Route("/api/sessions", create_session, methods=["POST"]),
+    Route("/api/sessions/{session_id}", get_session, methods=["GET"]),
+    Route("/api/sessions/{session_id}", rename_session, methods=["PATCH"]),
+    Route("/api/sessions/{session_id}", delete_session, methods=["DELETE"]),
+    Route("/api/sessions/{session_id}/messages", list_messages, methods=["GET"]),
+    Route("/api/backends", list_backends, methods=["GET"]),
+    Route("/healthz", healthz, methods=["GET"]),
+    Route("/readyz", readyz, methods=["GET"]),
+]

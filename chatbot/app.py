@@ -1,0 +1,125 @@
+"""``create_app()``: the whole server as one Starlette application.
+
+Run it with ``chatbot serve`` or ``uvicorn --factory chatbot.app:create_app``, or mount it
+inside another ASGI app (see docs/embedding.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Mapping
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, WebSocketRoute
+
+from chatbot import api
+from chatbot.auth import TokenVerifier
+from chatbot.backends import Backend, BackendRegistry
+from chatbot.conversation import Conversations
+from chatbot.errors import AuthError, InvalidRequest, NotFound, TokenMissing
+from chatbot.openapi import openapi
+from chatbot.runtime import STATE_KEY, Runtime
+from chatbot.settings import Settings, with_jwt_secret
+from chatbot.stores import store_for_url
+from chatbot.websocket import chat_endpoint
+
+logger = logging.getLogger("chatbot")
+
+
+def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
+    return JSONResponse(
+        {"error": {"code": code, "message": message}}, status_code=status, headers=headers
+    )
+
+
+async def _auth_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, AuthError)
+    # RFC 6750: no error code when no credentials were sent.
+    challenge = "Bearer" if isinstance(exc, TokenMissing) else 'Bearer error="invalid_token"'
+    return _error(
+        401, exc.reason.replace(" ", "_"), exc.reason, headers={"WWW-Authenticate": challenge}
+    )
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    return _error(404, "not_found", str(exc))
+
+
+async def _invalid(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, InvalidRequest)
+    return _error(exc.status, exc.code, exc.message)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    codes = {404: "not_found", 405: "method_not_allowed"}
+    return _error(
+        exc.status_code,
+        codes.get(exc.status_code, "http_error"),
+        str(exc.detail),
+        headers=dict(exc.headers or {}),
+    )
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    return _error(500, "internal_error", "the server failed; try again later")
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    backend_types: Mapping[str, type[Backend]] | None = None,
+) -> Starlette:
+    """Build the application. ``settings`` default to the environment (``Settings.from_env``).
+
+    ``backend_types`` adds backend classes by type name without an entry point, for tests
+    and for apps that embed the server with their own backend.
+    """
+    if settings is None:
+        settings = Settings.from_env()
+    settings, note = with_jwt_secret(settings)
+    if note is not None:
+        logger.info(note)
+    verifier = TokenVerifier(settings)
+    backends = BackendRegistry.from_settings(settings, backend_types)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Runtime]]:
+        store = store_for_url(settings.database_url)
+        await store.open()
+        try:
+            if settings.auto_migrate:
+                applied = await store.migrate()
+                if applied:
+                    logger.info("applied migrations: %s", ", ".join(applied))
+            await backends.start()
+            conversations = Conversations(store, backends, settings)
+            try:
+                yield {STATE_KEY: Runtime(settings, store, backends, verifier, conversations)}
+            finally:
+                await conversations.aclose()
+                await backends.aclose()
+        finally:
+            await store.close()
+
+    routes = [
+        *api.routes,
+        Route("/openapi.json", openapi, methods=["GET"]),
+        WebSocketRoute("/ws/chat/", chat_endpoint),
+        WebSocketRoute("/ws/chat", chat_endpoint),
+    ]
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={
+            AuthError: _auth_error,
+            NotFound: _not_found,
+            InvalidRequest: _invalid,
+            HTTPException: _http_error,
+            Exception: _server_error,
+        },
+    )

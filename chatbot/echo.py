@@ -1,0 +1,51 @@
+"""The ``echo`` backend: no key, no network, a deterministic reply for demos and tests."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, ClassVar
+
+from chatbot.backends import Backend, ChatRequest, Usage
+from chatbot.errors import ConfigError
+
+_WORDS = re.compile(r"\S+\s*|\s+")
+
+
+class EchoBackend(Backend):
+    """Answers ``Echo: <the last user message>``, one word per chunk.
+
+    Options: ``delay`` (seconds between chunks, default 0) slows the reply down for demos,
+    benchmarks and tests of streaming and cancellation.
+    """
+
+    models: ClassVar[tuple[str, ...]] = ("echo",)
+
+    def __init__(self, name: str, options: Mapping[str, Any]) -> None:
+        super().__init__(name, options)
+        unknown = set(options) - {"delay", "model"}
+        if unknown:
+            raise ConfigError(
+                f"[backends.{name}]: the echo backend has no option {sorted(unknown)[0]!r}; "
+                "it takes: delay"
+            )
+        delay = options.get("delay", 0.0)
+        if not isinstance(delay, int | float) or isinstance(delay, bool) or delay < 0:
+            raise ConfigError(f"[backends.{name}]: delay must be a number of seconds >= 0")
+        self.delay = float(delay)
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[str | Usage]:
+        last = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
+        chunks = _WORDS.findall(f"Echo: {last}")
+        for index, chunk in enumerate(chunks):
+            if index and self.delay:
+                await asyncio.sleep(self.delay)
+            yield chunk
+        prompt = [m.content for m in request.messages]
+        if request.system_prompt:
+            prompt.append(request.system_prompt)
+        yield Usage(
+            input_tokens=sum(len(text.split()) for text in prompt),
+            output_tokens=len(chunks),
+        )

@@ -1,0 +1,97 @@
+"""The exceptions chatbot raises, and where each one is translated.
+
+    ChatbotError
+    ├── ConfigError          bad or missing configuration; the CLI prints it and exits 2
+    ├── AuthError            a token was missing, invalid or expired; HTTP 401, close 4401
+    │   ├── TokenMissing
+    │   ├── TokenInvalid
+    │   └── TokenExpired
+    ├── NotFound             no such session for this user; HTTP 404, close 4404
+    ├── InvalidRequest       bad input from a client; HTTP 400/422, an error frame
+    └── BackendError         the model backend failed; an error frame
+                             (``kind``: backend_error, backend_timeout, backend_unavailable)
+
+Errors are raised deep and translated at the edges: the HTTP handlers map them to status
+codes, the WebSocket endpoint to error frames or close codes, the CLI to a one-line message
+and an exit code. No message carries a token, a key or a stack trace.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+BackendErrorKind = Literal["backend_error", "backend_timeout", "backend_unavailable"]
+
+
+class ChatbotError(Exception):
+    """Base class of every error chatbot raises on purpose."""
+
+
+class ConfigError(ChatbotError):
+    """The configuration is missing something or holds a value that cannot work."""
+
+
+class AuthError(ChatbotError):
+    """Authentication failed; ``reason`` is the only detail a client ever sees."""
+
+    reason = "invalid token"
+
+    def __init__(self, reason: str | None = None) -> None:
+        if reason is not None:
+            self.reason = reason
+        super().__init__(self.reason)
+
+
+class TokenMissing(AuthError):
+    """No bearer token was sent."""
+
+    reason = "missing token"
+
+
+class TokenInvalid(AuthError):
+    """The token failed a check (signature, algorithm, claims, format)."""
+
+    reason = "invalid token"
+
+
+class TokenExpired(AuthError):
+    """The token's ``exp`` has passed."""
+
+    reason = "token expired"
+
+
+class NotFound(ChatbotError):
+    """The session does not exist or belongs to another user (the two look the same)."""
+
+    def __init__(self, message: str = "session not found") -> None:
+        super().__init__(message)
+
+
+class InvalidRequest(ChatbotError):
+    """A client sent input that cannot be accepted; ``code`` names the problem."""
+
+    def __init__(self, code: str, message: str, status: int = 422) -> None:
+        self.code = code
+        self.message = message
+        self.status = status
+        super().__init__(message)
+
+
+class BackendError(ChatbotError):
+    """A model backend failed.
+
+    ``kind`` is one of ``backend_error``, ``backend_timeout`` and ``backend_unavailable``;
+    ``retryable`` says whether sending the same message again may succeed.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        kind: BackendErrorKind = "backend_error",
+        retryable: bool = False,
+    ) -> None:
+        self.kind: BackendErrorKind = kind
+        self.retryable = retryable
+        self.message = message
+        super().__init__(message)

@@ -1,0 +1,51 @@
+"""The JSON shapes of sessions, messages and frames, shared by the HTTP API and the socket."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from chatbot.stores.base import Message, Session
+
+
+def timestamp(when: datetime) -> str:
+    """RFC 3339 in UTC with a ``Z``: ``2026-11-24T10:00:00.123456Z``."""
+    return when.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def session_json(session: Session) -> dict[str, Any]:
+    return {
+        "session_id": session.id,
+        "title": session.title,
+        "backend": session.backend,
+        "model": session.model,
+        "system_prompt": session.system_prompt,
+        "created_at": timestamp(session.created_at),
+        "updated_at": timestamp(session.updated_at),
+        "message_count": session.message_count,
+    }
+
+
+def message_json(message: Message) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": message.id,
+        "role": message.role,
+        "content": message.content,
+        "status": message.status,
+        "created_at": timestamp(message.created_at),
+    }
+    if message.client_id is not None:
+        body["client_id"] = message.client_id
+    if message.role == "assistant":
+        body["reply_to"] = message.reply_to
+        body["backend"] = message.backend
+        body["model"] = message.model
+    if message.usage is not None:
+        body["usage"] = message.usage
+    return body
+
+
+def dumps(frame: dict[str, Any]) -> str:
+    """Serialise a frame the way the original API document prints them."""
+    return json.dumps(frame, ensure_ascii=False)

@@ -1,0 +1,272 @@
+"""Settings: ``CHATBOT_*`` environment variables, an optional ``.env`` and a TOML file.
+
+Environment variables configure the server; the TOML file (``CHATBOT_CONFIG``, or
+``./chatbot.toml`` when present) names the backends::
+
+    default_backend = "echo"
+    [backends.echo]
+    type = "echo"        # the entry-point name in the ``chatbot.backends`` group
+    delay = 0.0
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from starlette.config import Config
+from starlette.datastructures import Secret
+
+from chatbot.errors import ConfigError
+
+HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
+ASYMMETRIC_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+MIN_SECRET_BYTES = 32
+MAX_LEEWAY_SECONDS = 60
+SECRET_FILE_NAME = "jwt-secret"  # noqa: S105 (a file name, not a secret)
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    """One named backend from the TOML file: its entry-point ``type`` and its own options."""
+
+    name: str
+    type: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _default_backends() -> dict[str, BackendConfig]:
+    return {"echo": BackendConfig(name="echo", type="echo")}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the server needs to know; build it with :meth:`from_env` or by hand."""
+
+    jwt_secret: Secret | None = None
+    jwt_algorithms: tuple[str, ...] = ("HS256",)
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    jwt_leeway: float = 30.0
+    jwt_user_claim: str = "sub"
+    database_url: str = "sqlite:///./chatbot.db"
+    data_dir: Path = Path(".chatbot")
+    backends: Mapping[str, BackendConfig] = field(default_factory=_default_backends)
+    default_backend: str = "echo"
+    max_message_chars: int = 32_000
+    max_frame_bytes: int = 1_048_576
+    context_messages: int = 50
+    session_queue_size: int = 4
+    system_prompt: str | None = None
+    auto_migrate: bool = True
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @classmethod
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        env_file: str | Path | None = ".env",
+    ) -> Settings:
+        """Read ``CHATBOT_*`` variables (and ``.env``), then the backends' TOML file."""
+        env = os.environ if environ is None else environ
+        if env_file is not None and not Path(env_file).is_file():
+            env_file = None
+        config = Config(env_file=env_file, environ=env, env_prefix="CHATBOT_")
+
+        def get(name: str) -> str | None:
+            value = config(name, default=None)
+            return None if value in (None, "") else str(value)
+
+        def get_number(name: str, kind: type[int] | type[float]) -> Any:
+            raw = get(name)
+            if raw is None:
+                return None
+            try:
+                return kind(raw)
+            except ValueError:
+                raise ConfigError(f"CHATBOT_{name} must be a number, got {raw!r}") from None
+
+        values: dict[str, Any] = {}
+        secret = get("JWT_SECRET")
+        if secret is not None:
+            values["jwt_secret"] = Secret(secret)
+        algorithms = get("JWT_ALGORITHMS")
+        if algorithms is not None:
+            values["jwt_algorithms"] = tuple(a.strip() for a in algorithms.split(",") if a.strip())
+        for name in (
+            "JWT_AUDIENCE",
+            "JWT_ISSUER",
+            "JWT_USER_CLAIM",
+            "DATABASE_URL",
+            "SYSTEM_PROMPT",
+            "HOST",
+            "LOG_LEVEL",
+        ):
+            value = get(name)
+            if value is not None:
+                values[name.lower()] = value
+        for name, kind in (
+            ("JWT_LEEWAY", float),
+            ("MAX_MESSAGE_CHARS", int),
+            ("MAX_FRAME_BYTES", int),
+            ("CONTEXT_MESSAGES", int),
+            ("SESSION_QUEUE_SIZE", int),
+            ("PORT", int),
+        ):
+            number = get_number(name, kind)
+            if number is not None:
+                values[name.lower()] = number
+        data_dir = get("DATA_DIR")
+        if data_dir is not None:
+            values["data_dir"] = Path(data_dir)
+        auto_migrate = get("AUTO_MIGRATE")
+        if auto_migrate is not None:
+            if auto_migrate.lower() not in ("1", "0", "true", "false", "yes", "no"):
+                raise ConfigError(
+                    f"CHATBOT_AUTO_MIGRATE must be true or false, got {auto_migrate!r}"
+                )
+            values["auto_migrate"] = auto_migrate.lower() in ("1", "true", "yes")
+
+        config_path = get("CONFIG")
+        if config_path is not None:
+            path = Path(config_path)
+            if not path.is_file():
+                raise ConfigError(f"CHATBOT_CONFIG points at {config_path!r}, which is not a file")
+            values.update(load_backends_file(path))
+        elif Path("chatbot.toml").is_file():
+            values.update(load_backends_file(Path("chatbot.toml")))
+
+        backend = get("BACKEND")
+        if backend is not None:
+            values["default_backend"] = backend
+        return cls(**values)
+
+    def validate(self) -> None:
+        """Refuse settings the server cannot run with safely."""
+        algorithms = set(self.jwt_algorithms)
+        if not algorithms:
+            raise ConfigError("CHATBOT_JWT_ALGORITHMS is empty; the default is HS256")
+        if any(a.lower() == "none" for a in algorithms):
+            raise ConfigError("CHATBOT_JWT_ALGORITHMS must not allow 'none'")
+        unknown = algorithms - HMAC_ALGORITHMS - ASYMMETRIC_ALGORITHMS
+        if unknown:
+            raise ConfigError(
+                f"unknown JWT algorithm {sorted(unknown)[0]!r}; choose from "
+                + ", ".join(sorted(HMAC_ALGORITHMS | ASYMMETRIC_ALGORITHMS))
+            )
+        if algorithms & HMAC_ALGORITHMS and algorithms & ASYMMETRIC_ALGORITHMS:
+            raise ConfigError(
+                "CHATBOT_JWT_ALGORITHMS mixes HMAC (HS*) and public-key algorithms; "
+                "allow one family only"
+            )
+        if self.jwt_secret is not None and len(str(self.jwt_secret).encode()) < MIN_SECRET_BYTES:
+            raise ConfigError(
+                f"CHATBOT_JWT_SECRET is shorter than {MIN_SECRET_BYTES} bytes; "
+                "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+            )
+        if not 0 <= self.jwt_leeway <= MAX_LEEWAY_SECONDS:
+            raise ConfigError(
+                f"CHATBOT_JWT_LEEWAY must be between 0 and {MAX_LEEWAY_SECONDS} seconds"
+            )
+        for name in (
+            "max_message_chars",
+            "max_frame_bytes",
+            "context_messages",
+            "session_queue_size",
+        ):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"CHATBOT_{name.upper()} must be at least 1")
+        if not 0 < self.port < 65536:
+            raise ConfigError("CHATBOT_PORT must be between 1 and 65535")
+        if not self.backends:
+            raise ConfigError("no backends are configured; add a [backends.NAME] table")
+        if self.default_backend not in self.backends:
+            raise ConfigError(
+                f"no backend named {self.default_backend!r}; the configured backends are: "
+                + ", ".join(sorted(self.backends))
+            )
+
+    @property
+    def uses_hmac(self) -> bool:
+        return bool(set(self.jwt_algorithms) & HMAC_ALGORITHMS)
+
+    @property
+    def secret_file(self) -> Path:
+        return self.data_dir / SECRET_FILE_NAME
+
+
+def load_backends_file(path: Path) -> dict[str, Any]:
+    """Read ``default_backend`` and the ``[backends.NAME]`` tables of a TOML file."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from None
+    known = {"default_backend", "backends"}
+    extra = set(data) - known
+    if extra:
+        raise ConfigError(
+            f"{path}: unknown top-level key {sorted(extra)[0]!r}; "
+            "expected default_backend and [backends.NAME] tables"
+        )
+    values: dict[str, Any] = {}
+    tables = data.get("backends")
+    if tables is not None:
+        if not isinstance(tables, dict) or not tables:
+            raise ConfigError(f"{path}: [backends] must hold at least one [backends.NAME] table")
+        backends: dict[str, BackendConfig] = {}
+        for name, table in tables.items():
+            if not isinstance(table, dict) or not isinstance(table.get("type"), str):
+                raise ConfigError(
+                    f"{path}: [backends.{name}] needs a type, the backend's entry-point name "
+                    "(run `chatbot backends` to list them)"
+                )
+            options = {k: v for k, v in table.items() if k != "type"}
+            backends[name] = BackendConfig(name=name, type=table["type"], options=options)
+        values["backends"] = backends
+        values["default_backend"] = next(iter(backends))
+    default = data.get("default_backend")
+    if default is not None:
+        if not isinstance(default, str):
+            raise ConfigError(f"{path}: default_backend must be a string")
+        values["default_backend"] = default
+    return values
+
+
+def with_jwt_secret(settings: Settings) -> tuple[Settings, str | None]:
+    """Return settings that hold a JWT secret, creating one in the data directory if needed.
+
+    The second item is a line to show the operator when the secret came from (or was just
+    written to) the data directory, ``None`` otherwise. Only HMAC algorithms need a secret.
+    """
+    if settings.jwt_secret is not None or not settings.uses_hmac:
+        return settings, None
+    path = settings.secret_file
+    hint = "get a token with: chatbot token --sub you"
+    if path.is_file():
+        value = path.read_text(encoding="utf-8").strip()
+        if len(value.encode()) < MIN_SECRET_BYTES:
+            raise ConfigError(
+                f"the JWT secret in {path} is shorter than {MIN_SECRET_BYTES} bytes; "
+                "delete the file to have a new one generated"
+            )
+        note = f"Using the JWT secret in {path}; {hint}"
+    else:
+        value = secrets.token_urlsafe(48)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(value + "\n")
+        note = f"Generated a JWT secret in {path} (mode 0600); {hint}"
+    return replace(settings, jwt_secret=Secret(value)), note

@@ -1,0 +1,254 @@
+"""The chat WebSocket endpoint: ``/ws/chat/``.
+
+The endpoint authenticates the upgrade, opens or creates the session, then reads frames and
+hands valid messages to the session's :class:`~chatbot.conversation.Conversation`. Replies
+come back through :class:`Connection`, whose single writer task is the only code that sends
+on the socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import logging
+import time
+from typing import Any
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from chatbot.auth import SUBPROTOCOL, bearer_from_header, bearer_from_subprotocols
+from chatbot.conversation import Event, Job, ReplyEvent
+from chatbot.errors import AuthError, InvalidRequest, NotFound
+from chatbot.runtime import Runtime, runtime_of
+from chatbot.serialize import dumps, timestamp
+
+logger = logging.getLogger("chatbot.websocket")
+
+CLOSE_NORMAL = 1000
+CLOSE_UNSUPPORTED = 1003
+CLOSE_POLICY = 1008
+CLOSE_TOO_BIG = 1009
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_NOT_FOUND = 4404
+
+MAX_CLIENT_ID_CHARS = 128
+MAX_PENDING_FRAMES = 1024
+
+
+class Connection:
+    """One open socket: the frames waiting to be sent, and how this client wants them."""
+
+    def __init__(self, websocket: WebSocket, session_id: str, *, extended: bool) -> None:
+        self.websocket = websocket
+        self.session_id = session_id
+        #: Extended reply frames (type, message_id, reply_to, usage...) are opt-in: the
+        #: chatbot.v1 subprotocol, or any message that used an addition such as ``id``.
+        self.extended = extended
+        self._pending: collections.deque[str] = collections.deque()
+        self._wake = asyncio.Event()
+        self._close: tuple[int, str] | None = None
+
+    @property
+    def closing(self) -> bool:
+        return self._close is not None
+
+    def send(self, frame: dict[str, Any]) -> None:
+        if self._close is not None:
+            return
+        if len(self._pending) >= MAX_PENDING_FRAMES:
+            # The client stopped reading; holding more would grow memory without bound.
+            self.close(CLOSE_POLICY, "client is not reading its frames")
+            return
+        self._pending.append(dumps(frame))
+        self._wake.set()
+
+    def close(self, code: int, reason: str) -> None:
+        if self._close is None:
+            self._close = (code, reason)
+            self._wake.set()
+
+    def deliver(self, event: Event) -> None:
+        if isinstance(event, ReplyEvent):
+            self.send(self._reply_frame(event))
+        else:
+            self.send_error(event.code, event.message, event.retryable, event.reply_to)
+
+    def send_error(
+        self, code: str, message: str, retryable: bool = False, reply_to: str | None = None
+    ) -> None:
+        frame: dict[str, Any] = {
+            "type": "error",
+            "error": {"code": code, "message": message, "retryable": retryable},
+            "session_id": self.session_id,
+        }
+        if reply_to is not None:
+            frame["reply_to"] = reply_to
+        self.send(frame)
+
+    def _reply_frame(self, event: ReplyEvent) -> dict[str, Any]:
+        message = event.message
+        if not self.extended:
+            return {"message": message.content, "session_id": self.session_id}
+        frame: dict[str, Any] = {
+            "type": "message",
+            "message": message.content,
+            "session_id": self.session_id,
+            "message_id": message.id,
+            "status": message.status,
+            "created_at": timestamp(message.created_at),
+            "backend": message.backend,
+            "model": message.model,
+        }
+        if event.reply_to is not None:
+            frame["reply_to"] = event.reply_to
+        if message.usage is not None:
+            frame["usage"] = message.usage
+        return frame
+
+    async def run_writer(self) -> None:
+        """Send queued frames in order; close the socket when asked to."""
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                while self._pending:
+                    await self.websocket.send_text(self._pending.popleft())
+                if self._close is not None:
+                    code, reason = self._close
+                    await self.websocket.close(code, reason)
+                    return
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            # The client went away (or the server closed the socket): nothing to send to.
+            self._close = self._close or (CLOSE_NORMAL, "")
+
+
+async def _reject(websocket: WebSocket, subprotocol: str | None, code: int, reason: str) -> None:
+    # Browsers cannot read the HTTP status of a refused upgrade, but they can read a close code.
+    await websocket.accept(subprotocol=subprotocol)
+    await websocket.close(code, reason)
+
+
+async def chat_endpoint(websocket: WebSocket) -> None:
+    runtime = runtime_of(websocket)
+    offered = list(websocket.scope.get("subprotocols") or [])
+    subprotocol = SUBPROTOCOL if SUBPROTOCOL in offered else None
+    try:
+        token = bearer_from_header(websocket.headers) or bearer_from_subprotocols(offered)
+        identity = runtime.verifier.verify(token)
+    except AuthError as exc:
+        await _reject(websocket, subprotocol, CLOSE_UNAUTHORIZED, exc.reason)
+        return
+
+    store = runtime.store
+    requested = websocket.query_params.get("session_id") or None
+    try:
+        if requested is not None:
+            session = await store.get_session(identity.user_id, requested)
+        else:
+            backend = runtime.backends.get(runtime.backends.default)
+            session = await store.create_session(
+                identity.user_id, backend=backend.name, model=backend.default_model
+            )
+    except NotFound:
+        await _reject(websocket, subprotocol, CLOSE_NOT_FOUND, "session not found")
+        return
+
+    await websocket.accept(subprotocol=subprotocol)
+    connection = Connection(websocket, session.id, extended=subprotocol is not None)
+    if requested is None:
+        # Exactly the original document's frame, and no other key.
+        connection.send({"session_id": session.id})
+    runtime.conversations.subscribe(session, connection)
+    writer = asyncio.create_task(connection.run_writer())
+    expiry = asyncio.create_task(
+        _close_at_expiry(connection, identity.expires_at + runtime.verifier.leeway)
+    )
+    try:
+        await _read(websocket, connection, runtime, identity.user_id)
+    finally:
+        runtime.conversations.unsubscribe(session.id, connection)
+        expiry.cancel()
+        connection.close(CLOSE_NORMAL, "")
+        with contextlib.suppress(Exception):
+            await writer
+
+
+async def _close_at_expiry(connection: Connection, at: float) -> None:
+    await asyncio.sleep(max(0.0, at - time.time()))
+    connection.close(CLOSE_UNAUTHORIZED, "token expired")
+
+
+async def _read(websocket: WebSocket, connection: Connection, runtime: Runtime, owner: str) -> None:
+    limit = runtime.settings.max_frame_bytes
+    while not connection.closing:
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        text = message.get("text")
+        if text is None:
+            connection.close(CLOSE_UNSUPPORTED, "binary frames are not part of the protocol")
+            return
+        if len(text) > limit or len(text.encode("utf-8", "surrogatepass")) > limit:
+            connection.close(CLOSE_TOO_BIG, f"frame larger than {limit} bytes")
+            return
+        _handle(text, connection, runtime, owner)
+
+
+def _handle(text: str, connection: Connection, runtime: Runtime, owner: str) -> None:
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
+        connection.send_error("invalid_json", "the frame is not valid JSON")
+        return
+    if not isinstance(data, dict):
+        connection.send_error("invalid_message", "a frame must be a JSON object")
+        return
+    client_id = data.get("id")
+    reply_to = client_id if isinstance(client_id, str) else None
+    try:
+        kind = data.get("type", "message")
+        if kind == "ping":
+            connection.send({"type": "pong"})
+            return
+        if kind != "message":
+            raise InvalidRequest("invalid_message", "type must be 'message', 'ping' or 'cancel'")
+        job = _validate(data, connection, runtime, owner)
+        runtime.conversations.submit(connection.session_id, job)
+    except InvalidRequest as exc:
+        connection.send_error(exc.code, exc.message, exc.code == "busy", reply_to)
+
+
+def _validate(data: dict[str, Any], connection: Connection, runtime: Runtime, owner: str) -> Job:
+    content = data.get("message")
+    if not isinstance(content, str):
+        raise InvalidRequest("invalid_message", "message must be a string")
+    if not content.strip():
+        raise InvalidRequest("invalid_message", "message must not be empty")
+    limit = runtime.settings.max_message_chars
+    if len(content) > limit:
+        raise InvalidRequest("message_too_long", f"message is longer than {limit} characters")
+    session_id = data.get("session_id")
+    if session_id is not None:
+        if not isinstance(session_id, str):
+            raise InvalidRequest("invalid_message", "session_id must be a string")
+        if session_id != connection.session_id:
+            raise InvalidRequest(
+                "session_mismatch",
+                "session_id is not this connection's session; open a socket on that "
+                "session instead",
+            )
+    client_id = data.get("id")
+    if client_id is not None and (
+        not isinstance(client_id, str) or not 0 < len(client_id) <= MAX_CLIENT_ID_CHARS
+    ):
+        raise InvalidRequest(
+            "invalid_message", f"id must be a string of 1 to {MAX_CLIENT_ID_CHARS} characters"
+        )
+    stream = data.get("stream", False)
+    if not isinstance(stream, bool):
+        raise InvalidRequest("invalid_message", "stream must be true or false")
+    if client_id is not None or "stream" in data:
+        connection.extended = True
+    return Job(owner=owner, content=content, client_id=client_id, origin=connection)
