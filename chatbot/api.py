@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -194,14 +195,29 @@ async def readyz(request: Request) -> Response:
     return JSONResponse({"status": "ready"})
 
 
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def _route(path: str, **handlers: Handler) -> Route:
+    """One route per path, so that a 405 answer lists every method the path allows."""
+
+    async def endpoint(request: Request) -> Response:
+        method = "GET" if request.method == "HEAD" else request.method
+        return await handlers[method](request)
+
+    return Route(path, endpoint, methods=list(handlers))
+
+
 routes = [
-    Route("/api/sessions", list_sessions, methods=["GET"]),
-    Route("/api/sessions", create_session, methods=["POST"]),
-    Route("/api/sessions/{session_id}", get_session, methods=["GET"]),
-    Route("/api/sessions/{session_id}", rename_session, methods=["PATCH"]),
-    Route("/api/sessions/{session_id}", delete_session, methods=["DELETE"]),
-    Route("/api/sessions/{session_id}/messages", list_messages, methods=["GET"]),
-    Route("/api/backends", list_backends, methods=["GET"]),
-    Route("/healthz", healthz, methods=["GET"]),
-    Route("/readyz", readyz, methods=["GET"]),
+    _route("/api/sessions", GET=list_sessions, POST=create_session),
+    _route(
+        "/api/sessions/{session_id}",
+        GET=get_session,
+        PATCH=rename_session,
+        DELETE=delete_session,
+    ),
+    _route("/api/sessions/{session_id}/messages", GET=list_messages),
+    _route("/api/backends", GET=list_backends),
+    _route("/healthz", GET=healthz),
+    _route("/readyz", GET=readyz),
 ]

@@ -254,19 +254,23 @@ def with_jwt_secret(settings: Settings) -> tuple[Settings, str | None]:
         return settings, None
     path = settings.secret_file
     hint = "get a token with: chatbot token --sub you"
-    if path.is_file():
-        value = path.read_text(encoding="utf-8").strip()
-        if len(value.encode()) < MIN_SECRET_BYTES:
-            raise ConfigError(
-                f"the JWT secret in {path} is shorter than {MIN_SECRET_BYTES} bytes; "
-                "delete the file to have a new one generated"
-            )
-        note = f"Using the JWT secret in {path}; {hint}"
-    else:
+    if not path.is_file():
         value = secrets.token_urlsafe(48)
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(value + "\n")
-        note = f"Generated a JWT secret in {path} (mode 0600); {hint}"
-    return replace(settings, jwt_secret=Secret(value)), note
+        try:
+            # O_EXCL: when two processes start at once, one writes and both read its secret.
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(value + "\n")
+            note = f"Generated a JWT secret in {path} (mode 0600); {hint}"
+            return replace(settings, jwt_secret=Secret(value)), note
+    value = path.read_text(encoding="utf-8").strip()
+    if len(value.encode()) < MIN_SECRET_BYTES:
+        raise ConfigError(
+            f"the JWT secret in {path} is shorter than {MIN_SECRET_BYTES} bytes; "
+            "delete the file to have a new one generated"
+        )
+    return replace(settings, jwt_secret=Secret(value)), f"Using the JWT secret in {path}; {hint}"
