@@ -61,10 +61,11 @@ def token(args: argparse.Namespace) -> int:
             "chatbot token signs with the shared secret (HS*); with public-key algorithms "
             "your identity provider issues the tokens"
         )
+    ttl = parse_duration(args.ttl)
     settings, note = with_jwt_secret(settings)
     if note is not None and "Generated" in note:
         print(note, file=sys.stderr)
-    print(TokenVerifier(settings).mint(args.sub, parse_duration(args.ttl)))
+    print(TokenVerifier(settings).mint(args.sub, ttl))
     return 0
 
 

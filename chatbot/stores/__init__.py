@@ -21,7 +21,7 @@ STORES = {
 
 def store_for_url(url: str) -> SessionStore:
     """Build (but do not open) the store for a ``CHATBOT_DATABASE_URL``."""
-    scheme = urlsplit(url).scheme.split("+", 1)[0]
+    scheme = urlsplit(url).scheme
     target = STORES.get(scheme)
     if target is None:
         raise ConfigError(

@@ -21,6 +21,8 @@ Role = Literal["user", "assistant"]
 Status = Literal["complete", "cancelled", "error", "in_progress"]
 ROLES: tuple[Role, ...] = ("user", "assistant")
 STATUSES: tuple[Status, ...] = ("complete", "cancelled", "error", "in_progress")
+# A cursor this server issues is a timestamp and a session id: well under this.
+MAX_CURSOR_CHARS = 256
 
 
 def new_session_id() -> str:
@@ -169,12 +171,14 @@ def encode_cursor(updated_at: datetime, session_id: str) -> str:
 
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
     """Undo :func:`encode_cursor`; ``InvalidRequest`` for anything else."""
+    if len(cursor) > MAX_CURSOR_CHARS:
+        raise InvalidRequest("invalid_cursor", "cursor is not one this server issued")
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         stamp, session_id = json.loads(raw)
         when = datetime.fromisoformat(stamp)
         if not isinstance(session_id, str) or when.tzinfo is None:
             raise ValueError(cursor)
-    except (ValueError, TypeError, UnicodeDecodeError, binascii.Error):
+    except (ValueError, TypeError, RecursionError, binascii.Error):
         raise InvalidRequest("invalid_cursor", "cursor is not one this server issued") from None
     return when, session_id

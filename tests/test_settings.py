@@ -1,0 +1,300 @@
+"""Settings from ``CHATBOT_*`` variables, a ``.env`` file and the backends' TOML file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from chatbot.echo import EchoBackend
+from chatbot.errors import ConfigError
+from chatbot.settings import BackendConfig, Settings
+
+SECRET = "a-secret-that-is-long-enough-for-hs256-0123456789"
+
+
+@pytest.fixture(autouse=True)
+def scratch_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run in an empty directory: ``./chatbot.toml`` is read when it exists."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def from_env(**environ: str) -> Settings:
+    return Settings.from_env(environ=environ, env_file=None)
+
+
+def config_error(**environ: str) -> str:
+    with pytest.raises(ConfigError) as raised:
+        from_env(**environ)
+    return str(raised.value)
+
+
+def test_defaults() -> None:
+    settings = from_env()
+    assert settings.jwt_algorithms == ("HS256",)
+    assert settings.jwt_leeway == 30
+    assert settings.jwt_secret is None
+    assert settings.jwt_user_claim == "sub"
+    assert settings.database_url == "sqlite:///./chatbot.db"
+    assert settings.default_backend == "echo"
+    assert dict(settings.backends) == {"echo": BackendConfig(name="echo", type="echo")}
+    assert settings.data_dir == Path(".chatbot")
+    assert settings.secret_file == Path(".chatbot/jwt-secret")
+    assert (settings.host, settings.port) == ("127.0.0.1", 8000)
+    assert settings.auto_migrate is True
+
+
+def test_variables_are_read() -> None:
+    settings = from_env(
+        CHATBOT_JWT_SECRET=SECRET,
+        CHATBOT_JWT_LEEWAY="12.5",
+        CHATBOT_JWT_AUDIENCE="chat",
+        CHATBOT_DATABASE_URL="sqlite:////var/lib/chatbot/x.db",
+        CHATBOT_PORT="9000",
+        CHATBOT_MAX_MESSAGE_CHARS="100",
+        CHATBOT_AUTO_MIGRATE="no",
+        CHATBOT_DATA_DIR="/srv/chatbot",
+        CHATBOT_HOST="",  # empty means unset
+    )
+    assert str(settings.jwt_secret) == SECRET
+    assert settings.jwt_leeway == 12.5
+    assert settings.jwt_audience == "chat"
+    assert settings.database_url == "sqlite:////var/lib/chatbot/x.db"
+    assert settings.port == 9000
+    assert settings.max_message_chars == 100
+    assert settings.auto_migrate is False
+    assert settings.secret_file == Path("/srv/chatbot/jwt-secret")
+    assert settings.host == "127.0.0.1"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("HS256,HS512", ("HS256", "HS512")),
+        (" HS384 , HS256 ,", ("HS384", "HS256")),
+        ("RS256,ES256", ("RS256", "ES256")),
+    ],
+)
+def test_algorithms_are_comma_separated(raw: str, expected: tuple[str, ...]) -> None:
+    assert from_env(CHATBOT_JWT_ALGORITHMS=raw).jwt_algorithms == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "raw"),
+    [
+        ("JWT_LEEWAY", "soon"),
+        ("PORT", "80.5"),
+        ("PORT", "http"),
+        ("MAX_MESSAGE_CHARS", "lots"),
+        ("MAX_FRAME_BYTES", "1MB"),
+        ("CONTEXT_MESSAGES", "1e3"),
+        ("SESSION_QUEUE_SIZE", "four"),
+    ],
+)
+def test_an_invalid_number_names_the_variable(name: str, raw: str) -> None:
+    message = config_error(**{f"CHATBOT_{name}": raw})
+    assert message == f"CHATBOT_{name} must be a number, got {raw!r}"
+
+
+@pytest.mark.parametrize(
+    ("name", "raw"),
+    [("PORT", "0"), ("PORT", "70000"), ("CONTEXT_MESSAGES", "0"), ("MAX_FRAME_BYTES", "-1")],
+)
+def test_a_number_out_of_range_names_the_variable(name: str, raw: str) -> None:
+    assert f"CHATBOT_{name} must be" in config_error(**{f"CHATBOT_{name}": raw})
+
+
+def test_auto_migrate_must_be_a_boolean() -> None:
+    assert "CHATBOT_AUTO_MIGRATE must be true or false" in config_error(
+        CHATBOT_AUTO_MIGRATE="sometimes"
+    )
+
+
+@pytest.mark.parametrize("raw", ["none", "HS256,none", "NONE", "None,RS256"])
+def test_algorithm_none_is_refused(raw: str) -> None:
+    assert config_error(CHATBOT_JWT_ALGORITHMS=raw) == (
+        "CHATBOT_JWT_ALGORITHMS must not allow 'none'"
+    )
+
+
+@pytest.mark.parametrize("raw", ["HS256,RS256", "ES256,HS512"])
+def test_mixed_algorithm_families_are_refused(raw: str) -> None:
+    message = config_error(CHATBOT_JWT_ALGORITHMS=raw)
+    assert "mixes HMAC (HS*) and public-key algorithms" in message
+    assert "allow one family only" in message
+
+
+def test_an_unknown_algorithm_is_refused() -> None:
+    message = config_error(CHATBOT_JWT_ALGORITHMS="HS257")
+    assert message.startswith("unknown JWT algorithm 'HS257'; choose from ")
+    assert "HS256" in message
+
+
+def test_empty_algorithm_list_is_refused() -> None:
+    assert "CHATBOT_JWT_ALGORITHMS is empty" in config_error(CHATBOT_JWT_ALGORITHMS=" , ")
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [
+        pytest.param("x" * 31, id="31-ascii"),
+        pytest.param("é" * 15, id="15-two-byte-chars"),
+    ],
+)
+def test_a_short_secret_is_refused(secret: str) -> None:
+    message = config_error(CHATBOT_JWT_SECRET=secret)
+    assert "CHATBOT_JWT_SECRET is shorter than 32 bytes" in message
+    assert secret not in message
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [pytest.param("x" * 32, id="32-ascii"), pytest.param("é" * 16, id="16-two-byte-chars")],
+)
+def test_a_32_byte_secret_is_accepted(secret: str) -> None:
+    assert str(from_env(CHATBOT_JWT_SECRET=secret).jwt_secret) == secret
+
+
+@pytest.mark.parametrize(
+    ("raw", "accepted"), [("0", True), ("60", True), ("61", False), ("-1", False)]
+)
+def test_leeway_is_at_most_60_seconds(raw: str, accepted: bool) -> None:
+    if accepted:
+        assert from_env(CHATBOT_JWT_LEEWAY=raw).jwt_leeway == float(raw)
+    else:
+        assert config_error(CHATBOT_JWT_LEEWAY=raw) == (
+            "CHATBOT_JWT_LEEWAY must be between 0 and 60 seconds"
+        )
+
+
+def test_the_secret_stays_out_of_repr() -> None:
+    settings = from_env(CHATBOT_JWT_SECRET=SECRET)
+    assert SECRET not in repr(settings)
+    assert SECRET not in str(settings)
+    assert "jwt_secret=Secret('**********')" in repr(settings)
+    assert str(settings.jwt_secret) == SECRET
+
+
+TWO_BACKENDS = """\
+default_backend = "slow"
+
+[backends.fast]
+type = "echo"
+
+[backends.slow]
+type = "echo"
+delay = 0.5
+model = "echo"
+"""
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_backends_from_chatbot_config(tmp_path: Path) -> None:
+    path = write(tmp_path / "elsewhere.toml", TWO_BACKENDS)
+    settings = from_env(CHATBOT_CONFIG=str(path))
+    assert list(settings.backends) == ["fast", "slow"]
+    assert settings.backends["fast"] == BackendConfig(name="fast", type="echo", options={})
+    assert settings.backends["slow"] == BackendConfig(
+        name="slow", type="echo", options={"delay": 0.5, "model": "echo"}
+    )
+    assert settings.default_backend == "slow"
+
+
+def test_the_first_backend_is_the_default_unless_named(tmp_path: Path) -> None:
+    text = TWO_BACKENDS.replace('default_backend = "slow"\n', "")
+    path = write(tmp_path / "b.toml", text)
+    assert from_env(CHATBOT_CONFIG=str(path)).default_backend == "fast"
+
+
+def test_chatbot_toml_in_the_working_directory_is_read(scratch_cwd: Path) -> None:
+    write(scratch_cwd / "chatbot.toml", TWO_BACKENDS)
+    settings = from_env()
+    assert list(settings.backends) == ["fast", "slow"]
+    assert settings.default_backend == "slow"
+
+
+def test_chatbot_backend_overrides_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path / "b.toml", TWO_BACKENDS)
+    assert from_env(CHATBOT_CONFIG=str(path), CHATBOT_BACKEND="fast").default_backend == "fast"
+
+
+def test_an_unknown_default_backend_names_the_configured_ones(tmp_path: Path) -> None:
+    path = write(tmp_path / "b.toml", TWO_BACKENDS)
+    assert config_error(CHATBOT_CONFIG=str(path), CHATBOT_BACKEND="fsat") == (
+        "no backend named 'fsat'; the configured backends are: fast, slow"
+    )
+
+
+def test_chatbot_config_to_a_missing_file(tmp_path: Path) -> None:
+    missing = str(tmp_path / "nope.toml")
+    assert config_error(CHATBOT_CONFIG=missing) == (
+        f"CHATBOT_CONFIG points at {missing!r}, which is not a file"
+    )
+
+
+def test_a_backend_without_type(tmp_path: Path) -> None:
+    path = write(tmp_path / "b.toml", "[backends.x]\ndelay = 1\n")
+    message = config_error(CHATBOT_CONFIG=str(path))
+    assert message.startswith(f"{path}: [backends.x] needs a type")
+    assert "chatbot backends" in message
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ('default_backends = "x"\n', "unknown top-level key 'default_backends'"),
+        ("[backends\n", "cannot read"),
+        ("backends = {}\n", "must hold at least one [backends.NAME] table"),
+        ("default_backend = 3\n", "default_backend must be a string"),
+    ],
+)
+def test_a_malformed_backends_file(tmp_path: Path, text: str, words: str) -> None:
+    path = write(tmp_path / "b.toml", text)
+    message = config_error(CHATBOT_CONFIG=str(path))
+    assert str(path) in message
+    assert words in message
+
+
+def test_a_dotenv_file_is_read(tmp_path: Path) -> None:
+    env_file = write(
+        tmp_path / ".env",
+        f"CHATBOT_JWT_SECRET={SECRET}\nCHATBOT_JWT_LEEWAY=5\nCHATBOT_PORT=8123\n",
+    )
+    settings = Settings.from_env(environ={"CHATBOT_PORT": "9000"}, env_file=env_file)
+    assert str(settings.jwt_secret) == SECRET
+    assert settings.jwt_leeway == 5
+    assert settings.port == 9000  # the environment wins over the file
+
+
+def test_a_missing_dotenv_file_is_no_error(tmp_path: Path) -> None:
+    settings = Settings.from_env(environ={}, env_file=tmp_path / ".env")
+    assert settings.jwt_secret is None
+    assert settings.port == 8000
+
+
+# -- the echo backend's own options ------------------------------------------------------
+
+
+def test_echo_takes_a_delay() -> None:
+    assert EchoBackend("slow", {"delay": 0.25}).delay == 0.25
+    assert EchoBackend("fast", {}).delay == 0.0
+
+
+def test_echo_refuses_an_unknown_option() -> None:
+    with pytest.raises(ConfigError) as raised:
+        EchoBackend("demo", {"temperature": 0.2})
+    assert str(raised.value) == (
+        "[backends.demo]: the echo backend has no option 'temperature'; it takes: delay"
+    )
+
+
+@pytest.mark.parametrize("delay", [-0.5, -1, "fast", True, None])
+def test_echo_refuses_a_bad_delay(delay: object) -> None:
+    with pytest.raises(ConfigError) as raised:
+        EchoBackend("demo", {"delay": delay})
+    assert str(raised.value) == "[backends.demo]: delay must be a number of seconds >= 0"
