@@ -28,7 +28,7 @@ class EchoBackend(Backend):
         if unknown:
             raise ConfigError(
                 f"[backends.{name}]: the echo backend has no option {sorted(unknown)[0]!r}; "
-                "it takes: delay"
+                "it takes: delay, model"
             )
         delay = options.get("delay", 0.0)
         if not isinstance(delay, int | float) or isinstance(delay, bool) or delay < 0:

@@ -140,7 +140,7 @@ SCHEMAS: dict[str, Any] = {
             },
             "created_at": _TIMESTAMP,
             "client_id": {"type": "string"},
-            "reply_to": {"type": ["integer", "null"]},
+            "in_reply_to": {"type": ["integer", "null"]},
             "backend": _NULLABLE_STRING,
             "model": _NULLABLE_STRING,
             "usage": _ref("Usage"),

@@ -38,7 +38,7 @@ def message_json(message: Message) -> dict[str, Any]:
     if message.client_id is not None:
         body["client_id"] = message.client_id
     if message.role == "assistant":
-        body["reply_to"] = message.reply_to
+        body["in_reply_to"] = message.reply_to
         body["backend"] = message.backend
         body["model"] = message.model
     if message.usage is not None:

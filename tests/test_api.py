@@ -217,7 +217,7 @@ def test_message_shape(server: LiveServer) -> None:
     assert user["role"] == "user"
     assert user["status"] == "complete"
     assert assistant["role"] == "assistant"
-    assert assistant["reply_to"] == user["id"]
+    assert assistant["in_reply_to"] == user["id"]
     assert assistant["usage"] == {"input_tokens": 1, "output_tokens": 2}
 
 

@@ -289,7 +289,7 @@ def test_echo_refuses_an_unknown_option() -> None:
     with pytest.raises(ConfigError) as raised:
         EchoBackend("demo", {"temperature": 0.2})
     assert str(raised.value) == (
-        "[backends.demo]: the echo backend has no option 'temperature'; it takes: delay"
+        "[backends.demo]: the echo backend has no option 'temperature'; it takes: delay, model"
     )
 
 
