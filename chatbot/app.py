@@ -98,11 +98,15 @@ def create_app(
                     logger.info("applied migrations: %s", ", ".join(applied))
             await backends.start()
             conversations = Conversations(store, backends, settings)
+            runtime = Runtime(settings, store, backends, verifier, conversations)
+            # The server's graceful shutdown (chatbot.server) finds the runtime here.
+            app.state.chatbot = runtime
             try:
-                yield {STATE_KEY: Runtime(settings, store, backends, verifier, conversations)}
+                yield {STATE_KEY: runtime}
             finally:
                 await conversations.aclose()
                 await backends.aclose()
+                app.state.chatbot = None
         finally:
             await store.close()
 

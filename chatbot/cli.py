@@ -46,8 +46,11 @@ def serve(args: argparse.Namespace) -> int:
         uvicorn.run("chatbot.app:create_app", factory=True, reload=True, **common)
         return 0
     from chatbot.app import create_app
+    from chatbot.server import ChatServer
 
-    uvicorn.run(create_app(settings), **common)
+    app = create_app(settings)
+    config = uvicorn.Config(app, timeout_graceful_shutdown=5, **common)
+    ChatServer(config, app).run()
     return 0
 
 

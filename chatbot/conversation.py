@@ -2,9 +2,13 @@
 
 The WebSocket endpoint validates a client's message and hands it to the session's
 :class:`Conversation`. The conversation queues it (a small bounded queue), and a single
-worker task stores the user message, calls the backend, stores the reply and only then
-publishes it to every socket subscribed to the session. The worker belongs to the
-conversation, not to a socket: a client that disconnects does not stop its reply.
+worker task stores the user message, streams the backend's reply to every socket on the
+session, stores the reply and only then publishes the final frame. The worker belongs to
+the conversation, not to a socket: a client that disconnects does not stop its reply, and
+a socket that opens on the session mid-reply is sent the text so far.
+
+A client message ``id`` makes a message idempotent: an ``id`` already queued, in progress
+or stored in the session is not run again; the stored (or in-progress) reply is delivered.
 """
 
 from __future__ import annotations
@@ -12,16 +16,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from chatbot.backends import BackendRegistry, ChatMessage, ChatRequest, Usage
-from chatbot.errors import BackendError, InvalidRequest, NotFound
+from chatbot.backends import Backend, BackendRegistry, ChatMessage, ChatRequest, Usage
+from chatbot.errors import BackendError, DuplicateMessage, InvalidRequest, NotFound
 from chatbot.settings import Settings
 from chatbot.stores.base import Message, Session, SessionStore, Status
 
 logger = logging.getLogger("chatbot.conversation")
+
+
+@dataclass(frozen=True)
+class DeltaEvent:
+    """A piece of the reply being generated (sent only to sockets that asked to stream)."""
+
+    text: str
+    reply_to: str | None
 
 
 @dataclass(frozen=True)
@@ -42,11 +54,13 @@ class ErrorEvent:
     reply_to: str | None = None
 
 
-Event = ReplyEvent | ErrorEvent
+Event = DeltaEvent | ReplyEvent | ErrorEvent
 
 
 class Subscriber(Protocol):
     """A socket that receives a session's events (see :mod:`chatbot.websocket`)."""
+
+    wants_deltas: bool
 
     def deliver(self, event: Event) -> None: ...
 
@@ -64,6 +78,21 @@ class Job:
 
 
 @dataclass
+class Generation:
+    """The reply being generated now: its text so far, and the task that streams it."""
+
+    job: Job
+    parts: list[str] = field(default_factory=list)
+    usage: Usage | None = None
+    task: asyncio.Task[None] | None = None
+    cancelled: bool = False
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+
+@dataclass
 class Conversation:
     """The live state of one session: its sockets, its queue, its worker."""
 
@@ -72,6 +101,11 @@ class Conversation:
     subscribers: set[Subscriber] = field(default_factory=set)
     queue: list[Job] = field(default_factory=list)
     worker: asyncio.Task[None] | None = None
+    current: Generation | None = None
+
+    def pending_ids(self) -> set[str]:
+        jobs = [*self.queue, *([self.current.job] if self.current else [])]
+        return {job.client_id for job in jobs if job.client_id is not None}
 
 
 class Conversations:
@@ -82,6 +116,7 @@ class Conversations:
         self.backends = backends
         self.settings = settings
         self._live: dict[str, Conversation] = {}
+        self._closing = False
 
     def _get(self, session_id: str, owner: str) -> Conversation:
         conversation = self._live.get(session_id)
@@ -94,7 +129,12 @@ class Conversations:
             self._live.pop(conversation.session_id, None)
 
     def subscribe(self, session: Session, subscriber: Subscriber) -> None:
-        self._get(session.id, session.owner).subscribers.add(subscriber)
+        """Add a socket; if a reply is being generated, send it the text so far first."""
+        conversation = self._get(session.id, session.owner)
+        conversation.subscribers.add(subscriber)
+        current = conversation.current
+        if current is not None and current.parts and subscriber.wants_deltas:
+            subscriber.deliver(DeltaEvent(current.text, current.job.client_id))
 
     def unsubscribe(self, session_id: str, subscriber: Subscriber) -> None:
         conversation = self._live.get(session_id)
@@ -104,7 +144,25 @@ class Conversations:
 
     def submit(self, session_id: str, job: Job) -> None:
         """Queue a message for its reply; ``InvalidRequest('busy')`` when the queue is full."""
+        if self._closing:
+            raise InvalidRequest(
+                "busy", "the server is shutting down; send the message again shortly"
+            )
         conversation = self._get(session_id, job.owner)
+        if job.client_id is not None and job.client_id in conversation.pending_ids():
+            # Already queued or in progress: this socket is subscribed, so the reply (and,
+            # if it streams, the deltas from here on) reaches it without a second run.
+            current = conversation.current
+            origin = job.origin
+            if (
+                current is not None
+                and current.job.client_id == job.client_id
+                and origin is not None
+                and origin.wants_deltas
+                and current.parts
+            ):
+                origin.deliver(DeltaEvent(current.text, job.client_id))
+            return
         if len(conversation.queue) >= self.settings.session_queue_size:
             raise InvalidRequest(
                 "busy",
@@ -117,23 +175,48 @@ class Conversations:
                 self._work(conversation), name=f"chatbot-conversation-{session_id}"
             )
 
+    def cancel(self, session_id: str) -> bool:
+        """Stop the generation in progress on the session; ``False`` if there is none."""
+        conversation = self._live.get(session_id)
+        if conversation is None or conversation.current is None:
+            return False
+        current = conversation.current
+        if current.task is None or current.task.done():
+            return False
+        current.cancelled = True
+        current.task.cancel()
+        return True
+
     def close_session(self, session_id: str, code: int, reason: str) -> None:
         """Close every socket on a session (it was deleted) and drop its queue."""
         conversation = self._live.get(session_id)
         if conversation is None:
             return
         conversation.queue.clear()
+        self.cancel(session_id)
         for subscriber in list(conversation.subscribers):
             subscriber.close(code, reason)
 
+    async def drain(self, grace: float, code: int, reason: str) -> None:
+        """Shut down: take no new message, give replies in flight ``grace`` seconds to
+        finish, cancel (and store) what is left, then close every socket."""
+        self._closing = True
+        workers = {c.worker for c in self._live.values() if c.worker is not None}
+        if workers:
+            logger.info("waiting up to %.0f s for %d reply(ies) in flight", grace, len(workers))
+            _, late = await asyncio.wait(workers, timeout=grace)
+            for conversation in list(self._live.values()):
+                if conversation.worker in late:
+                    self.cancel(conversation.session_id)
+            if late:
+                await asyncio.wait(late)
+        for conversation in list(self._live.values()):
+            for subscriber in list(conversation.subscribers):
+                subscriber.close(code, reason)
+
     async def aclose(self) -> None:
-        """Wait for the workers in flight (the application is shutting down)."""
-        workers = [c.worker for c in self._live.values() if c.worker is not None]
-        for worker in workers:
-            worker.cancel()
-        for worker in workers:
-            with contextlib.suppress(asyncio.CancelledError):
-                await worker
+        """Cancel what is still generating and wait until it is stored."""
+        await self.drain(0, 1001, "server shutting down")
 
     def _publish(self, conversation: Conversation, event: Event) -> None:
         for subscriber in list(conversation.subscribers):
@@ -144,7 +227,10 @@ class Conversations:
             while conversation.queue:
                 job = conversation.queue.pop(0)
                 try:
-                    await self._answer(conversation, job)
+                    if self._closing:
+                        await self._keep(conversation, job)
+                    else:
+                        await self._answer(conversation, job)
                 except NotFound:
                     conversation.queue.clear()
                 except Exception:
@@ -159,24 +245,61 @@ class Conversations:
                         ),
                     )
         finally:
+            conversation.current = None
             conversation.worker = None
             self._forget_if_idle(conversation)
+
+    async def _keep(self, conversation: Conversation, job: Job) -> None:
+        """At shutdown, store a queued message without answering it, so nothing is lost."""
+        with contextlib.suppress(DuplicateMessage):
+            await self.store.add_message(
+                job.owner, conversation.session_id, role="user", content=job.content,
+                client_id=job.client_id,
+            )  # fmt: skip
+        self._publish(
+            conversation,
+            ErrorEvent(
+                "backend_unavailable",
+                "the server is shutting down; the message was stored but not answered, "
+                "send it again with the same id to get the reply",
+                retryable=True,
+                reply_to=job.client_id,
+            ),
+        )
+
+    async def _user_message(self, job: Job, session: Session) -> tuple[Message, Message | None]:
+        """Store the job's user message, or find it (and its reply) if its id is stored."""
+        store = self.store
+        if job.client_id is not None:
+            found = await store.find_user_message(job.owner, session.id, job.client_id)
+            if found is not None:
+                return found, await store.find_reply(job.owner, session.id, found.id)
+        try:
+            stored = await store.add_message(
+                job.owner, session.id, role="user", content=job.content,
+                client_id=job.client_id,
+            )  # fmt: skip
+        except DuplicateMessage:
+            # Another process stored the same id between the lookup and the insert.
+            assert job.client_id is not None
+            found = await store.find_user_message(job.owner, session.id, job.client_id)
+            if found is None:
+                raise
+            return found, await store.find_reply(job.owner, session.id, found.id)
+        return stored, None
 
     async def _answer(self, conversation: Conversation, job: Job) -> None:
         store = self.store
         session = await store.get_session(job.owner, conversation.session_id)
-        user_message = await store.add_message(
-            job.owner,
-            session.id,
-            role="user",
-            content=job.content,
-            client_id=job.client_id,
-        )
+        user_message, earlier_reply = await self._user_message(job, session)
+        if earlier_reply is not None:
+            # Answered before: deliver the stored reply to the socket that asked again.
+            if job.origin is not None and job.origin in conversation.subscribers:
+                job.origin.deliver(ReplyEvent(earlier_reply, job.client_id))
+            return
         try:
             backend = self.backends.get(session.backend)
         except InvalidRequest:
-            backend = None
-        if backend is None:
             self._publish(
                 conversation,
                 ErrorEvent(
@@ -193,43 +316,52 @@ class Conversations:
             model=model,
             system_prompt=session.system_prompt or self.settings.system_prompt,
         )
-        parts: list[str] = []
-        usage: Usage | None = None
+        generation = Generation(job)
+        conversation.current = generation
+        generation.task = asyncio.create_task(
+            self._stream(conversation, generation, backend, request)
+        )
         status: Status = "complete"
         failure: BackendError | None = None
         try:
-            stream = backend.stream(request)
-            try:
-                async for item in stream:
-                    if isinstance(item, Usage):
-                        usage = item
-                    else:
-                        parts.append(item)
-            finally:
-                await _aclose(stream)
+            # Wait without being cancelled by the stream's own cancellation (a `cancel`).
+            await asyncio.wait({generation.task})
+            if generation.cancelled or generation.task.cancelled():
+                status = "cancelled"
+            else:
+                generation.task.result()
+        except asyncio.CancelledError:
+            # The worker itself is being cancelled: stop the stream, store what we have.
+            generation.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await generation.task
+            status = "cancelled"
         except BackendError as exc:
             status, failure = "error", exc
         except Exception:
             logger.exception("backend %r failed", backend.name)
             status = "error"
             failure = BackendError("the model backend failed", kind="backend_error")
+        finally:
+            conversation.current = None
+        usage = generation.usage.as_dict() if generation.usage is not None else None
         reply = await store.add_message(
             job.owner,
             session.id,
             role="assistant",
-            content="".join(parts),
+            content=generation.text,
             status=status,
             reply_to=user_message.id,
             backend=backend.name,
             model=model,
-            usage=usage.as_dict() if usage is not None and usage.as_dict() else None,
+            usage=usage or None,
         )
         if failure is None:
             self._publish(conversation, ReplyEvent(reply, job.client_id))
         else:
-            kept = (
-                f"; the partial reply ({len(reply.content)} characters) was stored" if parts else ""
-            )
+            kept = ""
+            if generation.parts:
+                kept = f"; the partial reply ({len(reply.content)} characters) was stored"
             self._publish(
                 conversation,
                 ErrorEvent(
@@ -240,6 +372,30 @@ class Conversations:
                 ),
             )
 
+    async def _stream(
+        self,
+        conversation: Conversation,
+        generation: Generation,
+        backend: Backend,
+        request: ChatRequest,
+    ) -> None:
+        stream: AsyncIterator[str | Usage] = backend.stream(request)
+        try:
+            async for item in stream:
+                if isinstance(item, Usage):
+                    generation.usage = item
+                elif item:
+                    generation.parts.append(item)
+                    delta = DeltaEvent(item, generation.job.client_id)
+                    for subscriber in list(conversation.subscribers):
+                        if subscriber.wants_deltas:
+                            subscriber.deliver(delta)
+        finally:
+            # Closing the generator releases the upstream request (a cancel really aborts).
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
     async def _context(self, owner: str, session_id: str) -> list[ChatMessage]:
         page = await self.store.list_messages(
             owner, session_id, limit=self.settings.context_messages
@@ -249,11 +405,3 @@ class Conversations:
             for m in page.messages
             if m.content and m.status != "in_progress"
         ]
-
-
-async def _aclose(stream: object) -> None:
-    close: Callable[[], object] | None = getattr(stream, "aclose", None)
-    if close is not None:
-        result = close()
-        if asyncio.iscoroutine(result):
-            await result

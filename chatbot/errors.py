@@ -7,6 +7,8 @@
     │   ├── TokenInvalid
     │   └── TokenExpired
     ├── NotFound             no such session for this user; HTTP 404, close 4404
+    ├── DuplicateMessage     a user message with this client id is already stored; the
+    │                        stored reply is delivered instead of running it again
     ├── InvalidRequest       bad input from a client; HTTP 400/422, an error frame
     └── BackendError         the model backend failed; an error frame
                              (``kind``: backend_error, backend_timeout, backend_unavailable)
@@ -65,6 +67,10 @@ class NotFound(ChatbotError):
 
     def __init__(self, message: str = "session not found") -> None:
         super().__init__(message)
+
+
+class DuplicateMessage(ChatbotError):
+    """The session already holds a user message with this client ``id``."""
 
 
 class InvalidRequest(ChatbotError):

@@ -64,6 +64,7 @@ class Settings:
     max_frame_bytes: int = 1_048_576
     context_messages: int = 50
     session_queue_size: int = 4
+    shutdown_grace: float = 10.0
     system_prompt: str | None = None
     auto_migrate: bool = True
     host: str = "127.0.0.1"
@@ -123,6 +124,7 @@ class Settings:
             ("MAX_FRAME_BYTES", int),
             ("CONTEXT_MESSAGES", int),
             ("SESSION_QUEUE_SIZE", int),
+            ("SHUTDOWN_GRACE", float),
             ("PORT", int),
         ):
             number = get_number(name, kind)
@@ -188,6 +190,8 @@ class Settings:
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"CHATBOT_{name.upper()} must be at least 1")
+        if self.shutdown_grace < 0:
+            raise ConfigError("CHATBOT_SHUTDOWN_GRACE must be a number of seconds >= 0")
         if not 0 < self.port < 65536:
             raise ConfigError("CHATBOT_PORT must be between 1 and 65535")
         if not self.backends:

@@ -19,7 +19,7 @@ from typing import Any
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from chatbot.auth import SUBPROTOCOL, bearer_from_header, bearer_from_subprotocols
-from chatbot.conversation import Event, Job, ReplyEvent
+from chatbot.conversation import DeltaEvent, Event, Job, ReplyEvent
 from chatbot.errors import AuthError, InvalidRequest, NotFound
 from chatbot.runtime import Runtime, runtime_of
 from chatbot.serialize import dumps, timestamp
@@ -40,12 +40,17 @@ MAX_PENDING_FRAMES = 1024
 class Connection:
     """One open socket: the frames waiting to be sent, and how this client wants them."""
 
-    def __init__(self, websocket: WebSocket, session_id: str, *, extended: bool) -> None:
+    def __init__(
+        self, websocket: WebSocket, session_id: str, *, extended: bool, wants_deltas: bool
+    ) -> None:
         self.websocket = websocket
         self.session_id = session_id
         #: Extended reply frames (type, message_id, reply_to, usage...) are opt-in: the
         #: chatbot.v1 subprotocol, or any message that used an addition such as ``id``.
         self.extended = extended
+        #: Delta frames are opt-in too: ``?stream=1`` on the URL, or a message that asked
+        #: for ``"stream": true``. From then on the socket gets the deltas of every reply.
+        self.wants_deltas = wants_deltas
         self._pending: collections.deque[str] = collections.deque()
         self._wake = asyncio.Event()
         self._close: tuple[int, str] | None = None
@@ -72,6 +77,15 @@ class Connection:
     def deliver(self, event: Event) -> None:
         if isinstance(event, ReplyEvent):
             self.send(self._reply_frame(event))
+        elif isinstance(event, DeltaEvent):
+            frame: dict[str, Any] = {
+                "type": "delta",
+                "delta": event.text,
+                "session_id": self.session_id,
+            }
+            if event.reply_to is not None:
+                frame["reply_to"] = event.reply_to
+            self.send(frame)
         else:
             self.send_error(event.code, event.message, event.retryable, event.reply_to)
 
@@ -89,9 +103,14 @@ class Connection:
 
     def _reply_frame(self, event: ReplyEvent) -> dict[str, Any]:
         message = event.message
+        frame: dict[str, Any]
         if not self.extended:
-            return {"message": message.content, "session_id": self.session_id}
-        frame: dict[str, Any] = {
+            frame = {"message": message.content, "session_id": self.session_id}
+            if message.status != "complete":
+                # Only a cancel (an addition itself) or a shutdown ends a reply early.
+                frame["status"] = message.status
+            return frame
+        frame = {
             "type": "message",
             "message": message.content,
             "session_id": self.session_id,
@@ -156,7 +175,12 @@ async def chat_endpoint(websocket: WebSocket) -> None:
         return
 
     await websocket.accept(subprotocol=subprotocol)
-    connection = Connection(websocket, session.id, extended=subprotocol is not None)
+    connection = Connection(
+        websocket,
+        session.id,
+        extended=subprotocol is not None,
+        wants_deltas=websocket.query_params.get("stream") in ("1", "true"),
+    )
     if requested is None:
         # Exactly the original document's frame, and no other key.
         connection.send({"session_id": session.id})
@@ -212,6 +236,10 @@ def _handle(text: str, connection: Connection, runtime: Runtime, owner: str) -> 
         if kind == "ping":
             connection.send({"type": "pong"})
             return
+        if kind == "cancel":
+            # Nothing in progress is not an error: the reply may have just completed.
+            runtime.conversations.cancel(connection.session_id)
+            return
         if kind != "message":
             raise InvalidRequest("invalid_message", "type must be 'message', 'ping' or 'cancel'")
         job = _validate(data, connection, runtime, owner)
@@ -251,4 +279,6 @@ def _validate(data: dict[str, Any], connection: Connection, runtime: Runtime, ow
         raise InvalidRequest("invalid_message", "stream must be true or false")
     if client_id is not None or "stream" in data:
         connection.extended = True
+    if stream:
+        connection.wants_deltas = True
     return Job(owner=owner, content=content, client_id=client_id, origin=connection)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, ClassVar
@@ -46,3 +47,43 @@ class FlakyBackend(Backend):
             raise BackendError("the upstream dropped the connection")
         yield f"answer to {last} with {request.model}"
         yield Usage(input_tokens=3, output_tokens=4)
+
+
+class RecordingBackend(Backend):
+    """Streams ``chunks`` words ``delay`` seconds apart and writes to the file ``log`` one
+    line when it starts (``start <message>``) and one when its stream is closed or
+    cancelled before the end (``closed <message> after <n>``)."""
+
+    models: ClassVar[tuple[str, ...]] = ("recorder",)
+
+    def __init__(self, name: str, options: Mapping[str, Any]) -> None:
+        super().__init__(name, options)
+        self.log = str(options["log"])
+        self.delay = float(options.get("delay", 0.05))
+        self.chunks = int(options.get("chunks", 20))
+
+    def _write(self, line: str) -> None:
+        with open(self.log, "a", encoding="utf-8") as handle:
+            handle.write(line + "\n")
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[str | Usage]:
+        last = request.messages[-1].content
+        self._write(f"start {last}")
+        sent = 0
+        try:
+            for n in range(self.chunks):
+                if n:
+                    await asyncio.sleep(self.delay)
+                yield f"w{n} "
+                sent += 1
+        finally:
+            if sent < self.chunks:
+                self._write(f"closed {last} after {sent}")
+
+
+def read_log(path: str) -> list[str]:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read().splitlines()
+    except FileNotFoundError:
+        return []

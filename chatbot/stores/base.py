@@ -147,7 +147,21 @@ class SessionStore(abc.ABC):
         model: str | None = None,
         usage: dict[str, Any] | None = None,
     ) -> Message:
-        """Append a message (committed when this returns) and mark the session active."""
+        """Append a message (committed when this returns) and mark the session active.
+
+        Raises :class:`~chatbot.errors.DuplicateMessage` for a user message whose
+        ``client_id`` the session already holds.
+        """
+
+    @abc.abstractmethod
+    async def find_user_message(
+        self, owner: str, session_id: str, client_id: str
+    ) -> Message | None:
+        """The user message stored with this client ``id`` in the session, if any."""
+
+    @abc.abstractmethod
+    async def find_reply(self, owner: str, session_id: str, message_id: int) -> Message | None:
+        """The assistant message that answers the user message ``message_id``, if stored."""
 
     @abc.abstractmethod
     async def list_messages(

@@ -18,7 +18,7 @@ from urllib.parse import unquote, urlsplit
 
 import aiosqlite
 
-from chatbot.errors import ConfigError, NotFound
+from chatbot.errors import ConfigError, DuplicateMessage, NotFound
 from chatbot.stores.base import (
     Message,
     MessagePage,
@@ -335,6 +335,11 @@ class SQLiteStore(SessionStore):
                 ) as cursor:
                     message_id = cursor.lastrowid
                 await db.execute("COMMIT")
+            except sqlite3.IntegrityError as exc:
+                await db.execute("ROLLBACK")
+                if "client_id" in str(exc):
+                    raise DuplicateMessage() from None
+                raise
             except BaseException:
                 await db.execute("ROLLBACK")
                 raise
@@ -352,6 +357,24 @@ class SQLiteStore(SessionStore):
             model=model,
             usage=usage,
         )
+
+    async def find_user_message(
+        self, owner: str, session_id: str, client_id: str
+    ) -> Message | None:
+        rows = await self._fetchall(
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = ? AND role = 'user' "
+            "AND client_id = ? AND session_id IN (SELECT id FROM sessions WHERE owner = ?)",
+            (session_id, client_id, owner),
+        )
+        return _message(rows[0]) if rows else None
+
+    async def find_reply(self, owner: str, session_id: str, message_id: int) -> Message | None:
+        rows = await self._fetchall(
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE reply_to = ? AND session_id = ? "
+            "AND session_id IN (SELECT id FROM sessions WHERE owner = ?)",
+            (message_id, session_id, owner),
+        )
+        return _message(rows[0]) if rows else None
 
     async def list_messages(
         self,
