@@ -83,7 +83,8 @@ def create_app(
         settings = Settings.from_env()
     settings, note = with_jwt_secret(settings)
     if note is not None:
-        logger.info(note)
+        # A warning, so that it shows even where nothing configured logging (--factory).
+        logger.warning(note)
     verifier = TokenVerifier(settings)
     backends = BackendRegistry.from_settings(settings, backend_types)
 

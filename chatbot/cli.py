@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
 import re
 import sys
 from collections.abc import Sequence
@@ -32,13 +33,15 @@ def serve(args: argparse.Namespace) -> int:
     settings, note = with_jwt_secret(Settings.from_env())
     if note is not None:
         print(note, file=sys.stderr)
-    host = args.host or settings.host
-    port = args.port or settings.port
+    log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    # chatbot's own records (a failing backend, a shutdown in progress) go where uvicorn's do.
+    log_config["loggers"]["chatbot"] = {"handlers": ["default"], "level": "INFO"}
     common: dict[str, Any] = {
-        "host": host,
-        "port": port,
+        "host": args.host if args.host is not None else settings.host,
+        "port": args.port if args.port is not None else settings.port,
         "ws_max_size": settings.max_frame_bytes,
         "log_level": settings.log_level,
+        "log_config": log_config,
         "proxy_headers": False,
     }
     if args.reload:

@@ -15,7 +15,7 @@ import pytest
 from websockets.sync.client import ClientConnection
 
 from chatbot.settings import BackendConfig
-from tests.backends import RecordingBackend, read_log
+from tests.backends import FlakyBackend, RecordingBackend, read_log
 from tests.conftest import LiveServer, ServerFactory, make_token, recv_json
 
 ALICE = make_token("alice")
@@ -296,4 +296,30 @@ def test_the_same_id_from_two_sockets_at_once_runs_once(server: LiveServer, log:
     assert stored(server, session_id) == [
         ("user", "race", "complete"),
         ("assistant", FULL, "complete"),
+    ]
+
+
+def test_backend_failure_mid_stream(start_server: ServerFactory) -> None:
+    settings = start_server.settings(
+        backends={"flaky": BackendConfig("flaky", "flaky")}, default_backend="flaky"
+    )
+    server = start_server(settings, backend_types={"flaky": FlakyBackend})
+    with server.ws(ALICE) as ws:
+        session_id = recv_json(ws)["session_id"]
+        ws.send(json.dumps({"message": "fail-late", "stream": True, "id": "x"}))
+        deltas, error = frames_until_reply(ws)
+        assert [d["delta"] for d in deltas] == ["partial "]
+        assert error["type"] == "error"
+        assert error["reply_to"] == "x"
+        assert error["error"]["code"] == "backend_error"
+        assert error["error"]["retryable"] is False
+        ws.send(json.dumps({"message": "next", "stream": True}))
+        deltas, final = frames_until_reply(ws)
+        assert "".join(d["delta"] for d in deltas) == final["message"]
+        assert final["status"] == "complete"
+    assert stored(server, session_id) == [
+        ("user", "fail-late", "complete"),
+        ("assistant", "partial ", "error"),
+        ("user", "next", "complete"),
+        ("assistant", "partial answer to next with flaky-1", "complete"),
     ]

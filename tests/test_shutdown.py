@@ -1,0 +1,230 @@
+"""Stopping the server: SIGTERM drains replies in flight, kill -9 loses nothing stored.
+
+These run ``python -m chatbot serve`` as a real subprocess, so that the signal reaches the
+server exactly as an init system or a container runtime would send it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from websockets.sync.client import ClientConnection, connect
+
+from tests.conftest import SECRET, bearer, expect_close, make_token, recv_json
+
+ALICE = make_token("alice")
+WORDS = 30
+LONG = " ".join(f"w{n}" for n in range(WORDS))
+
+
+class ServerProcess:
+    """``chatbot serve`` in a subprocess, on a free port, with a slow echo backend."""
+
+    def __init__(self, tmp_path: Path, *, delay: float, grace: float) -> None:
+        (tmp_path / "chatbot.toml").write_text(
+            f'default_backend = "slow"\n[backends.slow]\ntype = "echo"\ndelay = {delay}\n'
+        )
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.db = tmp_path / "chat.db"
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("CHATBOT_")}
+        self.env.update(
+            CHATBOT_JWT_SECRET=SECRET,
+            CHATBOT_DATABASE_URL=f"sqlite:///{self.db}",
+            CHATBOT_SHUTDOWN_GRACE=str(grace),
+        )
+        self.cwd = tmp_path
+        self.log = tmp_path / "server.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ServerProcess:
+        with self.log.open("ab") as output:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "chatbot", "serve", "--port", str(self.port)],
+                cwd=self.cwd, env=self.env, stdout=output, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.port}/readyz").status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            assert self.process.poll() is None, self.log.read_text()
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.05)
+
+    def signal(self, sig: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(sig)
+
+    def wait(self, timeout: float = 30) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout=timeout)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+    def ws(self, path: str = "/ws/chat/") -> ClientConnection:
+        return connect(
+            f"ws://127.0.0.1:{self.port}{path}", additional_headers=bearer(ALICE),
+            open_timeout=5,
+        )  # fmt: skip
+
+    def rows(self) -> list[tuple[Any, ...]]:
+        with contextlib.closing(sqlite3.connect(self.db)) as db:
+            return db.execute(
+                "SELECT role, content, status, client_id FROM messages ORDER BY id"
+            ).fetchall()
+
+
+@pytest.fixture
+def servers(tmp_path: Path) -> Iterator[list[ServerProcess]]:
+    started: list[ServerProcess] = []
+    yield started
+    for server in started:
+        server.stop()
+
+
+def start(servers: list[ServerProcess], tmp_path: Path, **kwargs: Any) -> ServerProcess:
+    server = ServerProcess(tmp_path, **kwargs).start()
+    servers.append(server)
+    return server
+
+
+def exited_on_sigterm(code: int) -> bool:
+    # uvicorn finishes its shutdown, then re-raises the signal it caught.
+    return code in (0, -signal.SIGTERM)
+
+
+def test_sigterm_lets_the_reply_in_flight_finish(
+    servers: list[ServerProcess], tmp_path: Path
+) -> None:
+    server = start(servers, tmp_path, delay=0.05, grace=20)
+    with server.ws() as ws:
+        recv_json(ws)
+        ws.send(json.dumps({"message": LONG, "id": "t1", "stream": True}))
+        deltas = [recv_json(ws) for _ in range(3)]
+        server.signal(signal.SIGTERM)
+        frames = []
+        while (frame := recv_json(ws))["type"] == "delta":
+            deltas.append(frame)
+        frames.append(frame)
+        assert expect_close(ws) == (1001, "server shutting down")
+    final = frames[0]
+    assert final["status"] == "complete"
+    assert final["message"] == "".join(d["delta"] for d in deltas) == f"Echo: {LONG}"
+    assert exited_on_sigterm(server.wait())
+    assert server.rows() == [
+        ("user", LONG, "complete", "t1"),
+        ("assistant", f"Echo: {LONG}", "complete", None),
+    ]
+
+
+def test_sigterm_stops_accepting_sockets(servers: list[ServerProcess], tmp_path: Path) -> None:
+    server = start(servers, tmp_path, delay=0.2, grace=20)
+    with server.ws() as ws:
+        recv_json(ws)
+        ws.send(json.dumps({"message": LONG, "id": "t1"}))
+        time.sleep(0.5)
+        server.signal(signal.SIGTERM)
+        time.sleep(0.5)
+        with pytest.raises(OSError), server.ws():
+            pass
+        ws.send(json.dumps({"type": "cancel"}))
+        assert recv_json(ws)["status"] == "cancelled"
+        assert expect_close(ws)[0] == 1001
+
+
+def test_sigterm_past_the_grace_stores_the_rest_as_cancelled(
+    servers: list[ServerProcess], tmp_path: Path
+) -> None:
+    server = start(servers, tmp_path, delay=0.2, grace=0.5)
+    with server.ws() as ws:
+        recv_json(ws)
+        ws.send(json.dumps({"message": LONG, "id": "long", "stream": True}))
+        ws.send(json.dumps({"message": "queued", "id": "queued"}))
+        deltas = [recv_json(ws) for _ in range(2)]
+        server.signal(signal.SIGTERM)
+        while (frame := recv_json(ws))["type"] == "delta":
+            deltas.append(frame)
+        cancelled = frame
+        waiting = recv_json(ws)
+        assert expect_close(ws) == (1001, "server shutting down")
+    partial = "".join(d["delta"] for d in deltas)
+    assert cancelled["status"] == "cancelled"
+    assert cancelled["reply_to"] == "long"
+    assert cancelled["message"] == partial
+    assert 0 < len(partial) < len(f"Echo: {LONG}")
+    assert waiting["type"] == "error"
+    assert waiting["reply_to"] == "queued"
+    assert waiting["error"]["code"] == "backend_unavailable"
+    assert waiting["error"]["retryable"] is True
+    assert exited_on_sigterm(server.wait())
+    assert server.rows() == [
+        ("user", LONG, "complete", "long"),
+        ("assistant", partial, "cancelled", None),
+        ("user", "queued", "complete", "queued"),
+    ]
+    # After a restart, sending the queued message again with its id answers it once.
+    again = start(servers, tmp_path, delay=0.0, grace=5)
+    session_id = cancelled["session_id"]
+    with again.ws(f"/ws/chat/?session_id={session_id}") as ws:
+        ws.send(json.dumps({"message": "queued", "id": "queued"}))
+        assert recv_json(ws)["message"] == "Echo: queued"
+    assert again.rows()[2:] == [
+        ("user", "queued", "complete", "queued"),
+        ("assistant", "Echo: queued", "complete", None),
+    ]
+
+
+def test_kill_9_mid_stream_loses_nothing_stored(
+    servers: list[ServerProcess], tmp_path: Path
+) -> None:
+    server = start(servers, tmp_path, delay=0.2, grace=5)
+    with server.ws() as ws:
+        session_id = recv_json(ws)["session_id"]
+        ws.send(json.dumps({"message": "first", "id": "a"}))
+        assert recv_json(ws)["message"] == "Echo: first"
+        ws.send(json.dumps({"message": LONG, "id": "k", "stream": True}))
+        for _ in range(3):
+            assert recv_json(ws)["type"] == "delta"
+        server.signal(signal.SIGKILL)
+        assert server.wait() == -signal.SIGKILL
+    with contextlib.closing(sqlite3.connect(server.db)) as db:
+        assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    assert server.rows() == [
+        ("user", "first", "complete", "a"),
+        ("assistant", "Echo: first", "complete", None),
+        ("user", LONG, "complete", "k"),
+    ]
+    again = start(servers, tmp_path, delay=0.0, grace=5)
+    with again.ws(f"/ws/chat/?session_id={session_id}") as ws:
+        ws.send(json.dumps({"message": "first", "id": "a"}))
+        assert recv_json(ws)["message"] == "Echo: first"
+        ws.send(json.dumps({"message": LONG, "id": "k"}))
+        assert recv_json(ws)["message"] == f"Echo: {LONG}"
+    assert again.rows() == [
+        ("user", "first", "complete", "a"),
+        ("assistant", "Echo: first", "complete", None),
+        ("user", LONG, "complete", "k"),
+        ("assistant", f"Echo: {LONG}", "complete", None),
+    ]
+    with contextlib.closing(sqlite3.connect(again.db)) as db:
+        assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
