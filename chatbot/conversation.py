@@ -75,6 +75,7 @@ class Job:
     content: str
     client_id: str | None = None
     origin: Subscriber | None = None
+    stream: bool = False
 
 
 @dataclass
@@ -151,17 +152,7 @@ class Conversations:
         conversation = self._get(session_id, job.owner)
         if job.client_id is not None and job.client_id in conversation.pending_ids():
             # Already queued or in progress: this socket is subscribed, so the reply (and,
-            # if it streams, the deltas from here on) reaches it without a second run.
-            current = conversation.current
-            origin = job.origin
-            if (
-                current is not None
-                and current.job.client_id == job.client_id
-                and origin is not None
-                and origin.wants_deltas
-                and current.parts
-            ):
-                origin.deliver(DeltaEvent(current.text, job.client_id))
+            # if it streams, the deltas) reaches it without a second run.
             return
         if len(conversation.queue) >= self.settings.session_queue_size:
             raise InvalidRequest(
@@ -175,16 +166,29 @@ class Conversations:
                 self._work(conversation), name=f"chatbot-conversation-{session_id}"
             )
 
+    def enable_deltas(self, session_id: str, subscriber: Subscriber) -> None:
+        """Start streaming to a socket; mid-reply, it first gets the text so far, so that
+        its deltas still add up to the final text."""
+        if subscriber.wants_deltas:
+            return
+        subscriber.wants_deltas = True
+        conversation = self._live.get(session_id)
+        current = conversation.current if conversation is not None else None
+        if current is not None and current.parts:
+            subscriber.deliver(DeltaEvent(current.text, current.job.client_id))
+
     def cancel(self, session_id: str) -> bool:
-        """Stop the generation in progress on the session; ``False`` if there is none."""
+        """Stop the reply being answered on the session; ``False`` if there is none."""
         conversation = self._live.get(session_id)
         if conversation is None or conversation.current is None:
             return False
         current = conversation.current
-        if current.task is None or current.task.done():
+        if current.cancelled:
             return False
+        # Before the stream starts, the flag alone keeps the backend from being called.
         current.cancelled = True
-        current.task.cancel()
+        if current.task is not None:
+            current.task.cancel()
         return True
 
     def close_session(self, session_id: str, code: int, reason: str) -> None:
@@ -203,13 +207,19 @@ class Conversations:
         self._closing = True
         workers = {c.worker for c in self._live.values() if c.worker is not None}
         if workers:
-            logger.info("waiting up to %.0f s for %d reply(ies) in flight", grace, len(workers))
+            logger.info(
+                "waiting up to %g s for %d repl%s in flight",
+                grace,
+                len(workers),
+                "y" if len(workers) == 1 else "ies",
+            )
             _, late = await asyncio.wait(workers, timeout=grace)
             for conversation in list(self._live.values()):
                 if conversation.worker in late:
                     self.cancel(conversation.session_id)
             if late:
-                await asyncio.wait(late)
+                # Cancelled replies are stored within moments; do not hang on a stuck one.
+                await asyncio.wait(late, timeout=5)
         for conversation in list(self._live.values()):
             for subscriber in list(conversation.subscribers):
                 subscriber.close(code, reason)
@@ -230,7 +240,10 @@ class Conversations:
                     if self._closing:
                         await self._keep(conversation, job)
                     else:
-                        await self._answer(conversation, job)
+                        # Current from now on, so that a cancel or a repeated id sent
+                        # while the user message is being stored already finds it.
+                        conversation.current = Generation(job)
+                        await self._answer(conversation, conversation.current)
                 except NotFound:
                     conversation.queue.clear()
                 except Exception:
@@ -244,27 +257,32 @@ class Conversations:
                             reply_to=job.client_id,
                         ),
                     )
+                finally:
+                    conversation.current = None
         finally:
             conversation.current = None
             conversation.worker = None
             self._forget_if_idle(conversation)
 
     async def _keep(self, conversation: Conversation, job: Job) -> None:
-        """At shutdown, store a queued message without answering it, so nothing is lost."""
-        with contextlib.suppress(DuplicateMessage):
-            await self.store.add_message(
-                job.owner, conversation.session_id, role="user", content=job.content,
-                client_id=job.client_id,
-            )  # fmt: skip
+        """At shutdown, store a queued message that has an id without answering it: sent
+        again with that id, it is answered once. Without an id, a resend could not be told
+        from a new message, so it is not stored and the client is told to send it again."""
+        if job.client_id is None:
+            message = "the server is shutting down; the message was not stored, send it again"
+        else:
+            with contextlib.suppress(DuplicateMessage):
+                await self.store.add_message(
+                    job.owner, conversation.session_id, role="user", content=job.content,
+                    client_id=job.client_id,
+                )  # fmt: skip
+            message = (
+                "the server is shutting down; the message was stored but not answered, "
+                "send it again with the same id to get the reply"
+            )
         self._publish(
             conversation,
-            ErrorEvent(
-                "backend_unavailable",
-                "the server is shutting down; the message was stored but not answered, "
-                "send it again with the same id to get the reply",
-                retryable=True,
-                reply_to=job.client_id,
-            ),
+            ErrorEvent("backend_unavailable", message, retryable=True, reply_to=job.client_id),
         )
 
     async def _user_message(self, job: Job, session: Session) -> tuple[Message, Message | None]:
@@ -288,8 +306,9 @@ class Conversations:
             return found, await store.find_reply(job.owner, session.id, found.id)
         return stored, None
 
-    async def _answer(self, conversation: Conversation, job: Job) -> None:
+    async def _answer(self, conversation: Conversation, generation: Generation) -> None:
         store = self.store
+        job = generation.job
         session = await store.get_session(job.owner, conversation.session_id)
         user_message, earlier_reply = await self._user_message(job, session)
         if earlier_reply is not None:
@@ -312,17 +331,17 @@ class Conversations:
             return
         model = session.model or backend.default_model
         request = ChatRequest(
-            messages=await self._context(job.owner, session.id),
+            messages=await self._context(job.owner, session.id, user_message.id),
             model=model,
             system_prompt=session.system_prompt or self.settings.system_prompt,
         )
-        generation = Generation(job)
-        conversation.current = generation
+        status: Status = "complete"
+        failure: BackendError | None = None
         generation.task = asyncio.create_task(
             self._stream(conversation, generation, backend, request)
         )
-        status: Status = "complete"
-        failure: BackendError | None = None
+        if generation.cancelled:
+            generation.task.cancel()
         try:
             # Wait without being cancelled by the stream's own cancellation (a `cancel`).
             await asyncio.wait({generation.task})
@@ -342,8 +361,6 @@ class Conversations:
             logger.exception("backend %r failed", backend.name)
             status = "error"
             failure = BackendError("the model backend failed", kind="backend_error")
-        finally:
-            conversation.current = None
         usage = generation.usage.as_dict() if generation.usage is not None else None
         reply = await store.add_message(
             job.owner,
@@ -396,9 +413,11 @@ class Conversations:
             if aclose is not None:
                 await aclose()
 
-    async def _context(self, owner: str, session_id: str) -> list[ChatMessage]:
+    async def _context(self, owner: str, session_id: str, upto: int) -> list[ChatMessage]:
+        """The newest turns up to and including the user message ``upto`` (a message
+        answered late, after a restart, must not see what was said after it)."""
         page = await self.store.list_messages(
-            owner, session_id, limit=self.settings.context_messages
+            owner, session_id, limit=self.settings.context_messages, before=upto + 1
         )
         return [
             ChatMessage(role=m.role, content=m.content)

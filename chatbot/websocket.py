@@ -243,6 +243,8 @@ def _handle(text: str, connection: Connection, runtime: Runtime, owner: str) -> 
         if kind != "message":
             raise InvalidRequest("invalid_message", "type must be 'message', 'ping' or 'cancel'")
         job = _validate(data, connection, runtime, owner)
+        if job.stream:
+            runtime.conversations.enable_deltas(connection.session_id, connection)
         runtime.conversations.submit(connection.session_id, job)
     except InvalidRequest as exc:
         connection.send_error(exc.code, exc.message, exc.code == "busy", reply_to)
@@ -279,6 +281,4 @@ def _validate(data: dict[str, Any], connection: Connection, runtime: Runtime, ow
         raise InvalidRequest("invalid_message", "stream must be true or false")
     if client_id is not None or "stream" in data:
         connection.extended = True
-    if stream:
-        connection.wants_deltas = True
-    return Job(owner=owner, content=content, client_id=client_id, origin=connection)
+    return Job(owner=owner, content=content, client_id=client_id, origin=connection, stream=stream)

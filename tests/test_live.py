@@ -323,3 +323,36 @@ def test_backend_failure_mid_stream(start_server: ServerFactory) -> None:
         ("user", "next", "complete"),
         ("assistant", "partial answer to next with flaky-1", "complete"),
     ]
+
+
+def test_resending_the_id_being_streamed_repeats_no_text(server: LiveServer) -> None:
+    with server.ws(ALICE) as ws:
+        recv_json(ws)
+        ws.send(json.dumps({"message": "slow", "id": "same", "stream": True}))
+        first = [recv_json(ws) for _ in range(3)]
+        ws.send(json.dumps({"message": "slow", "id": "same", "stream": True}))
+        deltas, final = frames_until_reply(ws)
+    assert "".join(d["delta"] for d in first + deltas) == final["message"] == FULL
+
+
+def test_starting_to_stream_mid_reply_catches_up_first(server: LiveServer) -> None:
+    with server.ws(ALICE) as ws:
+        recv_json(ws)
+        ws.send(json.dumps({"message": "slow", "id": "one"}))
+        time.sleep(0.3)  # part of the reply exists; this socket has seen none of it
+        ws.send(json.dumps({"message": "next", "id": "two", "stream": True}))
+        deltas, final = frames_until_reply(ws)
+    assert final["reply_to"] == "one"
+    assert len(deltas[0]["delta"]) > len("w0 ")
+    assert "".join(d["delta"] for d in deltas) == final["message"] == FULL
+
+
+def test_a_cancel_right_after_the_message_is_not_lost(server: LiveServer, log: str) -> None:
+    with server.ws(ALICE) as ws:
+        session_id = recv_json(ws)["session_id"]
+        ws.send(json.dumps({"message": "stop at once", "id": "x"}))
+        ws.send('{"type": "cancel"}')
+        final = recv_json(ws)
+    assert final["status"] == "cancelled"
+    assert len(final["message"]) < len(FULL)
+    assert stored(server, session_id)[-1] == ("assistant", final["message"], "cancelled")

@@ -218,12 +218,17 @@ def test_kill_9_mid_stream_loses_nothing_stored(
     with again.ws(f"/ws/chat/?session_id={session_id}") as ws:
         ws.send(json.dumps({"message": "first", "id": "a"}))
         assert recv_json(ws)["message"] == "Echo: first"
+        ws.send(json.dumps({"message": "later", "id": "l"}))
+        assert recv_json(ws)["message"] == "Echo: later"
+        # Answered late, "k" is answered from the conversation as it stood when it was sent.
         ws.send(json.dumps({"message": LONG, "id": "k"}))
         assert recv_json(ws)["message"] == f"Echo: {LONG}"
     assert again.rows() == [
         ("user", "first", "complete", "a"),
         ("assistant", "Echo: first", "complete", None),
         ("user", LONG, "complete", "k"),
+        ("user", "later", "complete", "l"),
+        ("assistant", "Echo: later", "complete", None),
         ("assistant", f"Echo: {LONG}", "complete", None),
     ]
     with contextlib.closing(sqlite3.connect(again.db)) as db:
