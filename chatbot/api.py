@@ -13,7 +13,7 @@ from starlette.routing import Route
 from chatbot.auth import Identity, bearer_from_header
 from chatbot.errors import InvalidRequest, NotFound
 from chatbot.runtime import Runtime, runtime_of
-from chatbot.serialize import message_json, session_json
+from chatbot.serialize import is_utf8, message_json, session_json
 from chatbot.websocket import CLOSE_NOT_FOUND
 
 MAX_TITLE_CHARS = 200
@@ -29,7 +29,7 @@ def _limit(request: Request, default: int) -> int:
     raw = request.query_params.get("limit")
     if raw is None:
         return default
-    if not raw.isdecimal() or not 1 <= int(raw) <= 100:
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 3) or not 1 <= int(raw) <= 100:
         raise InvalidRequest("invalid_limit", "limit must be an integer from 1 to 100")
     return int(raw)
 
@@ -38,7 +38,7 @@ def _message_id(request: Request, name: str) -> int | None:
     raw = request.query_params.get(name)
     if raw is None:
         return None
-    if not raw.isdecimal() or len(raw) > 18:
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 18):
         raise InvalidRequest(f"invalid_{name}", f"{name} must be a message id (an integer)")
     return int(raw)
 
@@ -70,7 +70,7 @@ def _optional_string(data: dict[str, Any], name: str, max_chars: int) -> str | N
     value = data.get(name)
     if value is None:
         return None
-    if not isinstance(value, str) or len(value) > max_chars:
+    if not isinstance(value, str) or len(value) > max_chars or not is_utf8(value):
         raise InvalidRequest(
             f"invalid_{name}", f"{name} must be a string of at most {max_chars} characters"
         )

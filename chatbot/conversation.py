@@ -76,6 +76,8 @@ class Job:
     client_id: str | None = None
     origin: Subscriber | None = None
     stream: bool = False
+    #: Cancelled before the worker picked it up (a cancel sent right behind it).
+    cancelled: bool = False
 
 
 @dataclass
@@ -180,7 +182,13 @@ class Conversations:
     def cancel(self, session_id: str) -> bool:
         """Stop the reply being answered on the session; ``False`` if there is none."""
         conversation = self._live.get(session_id)
-        if conversation is None or conversation.current is None:
+        if conversation is None:
+            return False
+        if conversation.current is None:
+            # The worker was started for this message but has not run yet.
+            if conversation.queue and conversation.worker is not None:
+                conversation.queue[0].cancelled = True
+                return True
             return False
         current = conversation.current
         if current.cancelled:
@@ -242,10 +250,11 @@ class Conversations:
                     else:
                         # Current from now on, so that a cancel or a repeated id sent
                         # while the user message is being stored already finds it.
-                        conversation.current = Generation(job)
+                        conversation.current = Generation(job, cancelled=job.cancelled)
                         await self._answer(conversation, conversation.current)
                 except NotFound:
-                    conversation.queue.clear()
+                    # Deleted meanwhile: close the sockets still on it, as a DELETE does.
+                    self.close_session(conversation.session_id, 4404, "session not found")
                 except Exception:
                     logger.exception("unexpected error while answering a message")
                     self._publish(
@@ -311,8 +320,9 @@ class Conversations:
         job = generation.job
         session = await store.get_session(job.owner, conversation.session_id)
         user_message, earlier_reply = await self._user_message(job, session)
-        if earlier_reply is not None:
+        if earlier_reply is not None and earlier_reply.status != "error":
             # Answered before: deliver the stored reply to the socket that asked again.
+            # A reply that failed is answered anew instead, so that a retry can succeed.
             if job.origin is not None and job.origin in conversation.subscribers:
                 job.origin.deliver(ReplyEvent(earlier_reply, job.client_id))
             return
@@ -362,17 +372,29 @@ class Conversations:
             status = "error"
             failure = BackendError("the model backend failed", kind="backend_error")
         usage = generation.usage.as_dict() if generation.usage is not None else None
-        reply = await store.add_message(
-            job.owner,
-            session.id,
-            role="assistant",
-            content=generation.text,
-            status=status,
-            reply_to=user_message.id,
-            backend=backend.name,
-            model=model,
-            usage=usage or None,
-        )
+        if earlier_reply is not None:
+            reply = await store.replace_reply(
+                job.owner,
+                session.id,
+                earlier_reply.id,
+                content=generation.text,
+                status=status,
+                backend=backend.name,
+                model=model,
+                usage=usage or None,
+            )
+        else:
+            reply = await store.add_message(
+                job.owner,
+                session.id,
+                role="assistant",
+                content=generation.text,
+                status=status,
+                reply_to=user_message.id,
+                backend=backend.name,
+                model=model,
+                usage=usage or None,
+            )
         if failure is None:
             self._publish(conversation, ReplyEvent(reply, job.client_id))
         else:
@@ -407,6 +429,8 @@ class Conversations:
                     for subscriber in list(conversation.subscribers):
                         if subscriber.wants_deltas:
                             subscriber.deliver(delta)
+                    # Let the sockets' writers run even when chunks arrive all at once.
+                    await asyncio.sleep(0)
         finally:
             # Closing the generator releases the upstream request (a cancel really aborts).
             aclose = getattr(stream, "aclose", None)

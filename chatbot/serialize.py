@@ -46,6 +46,16 @@ def message_json(message: Message) -> dict[str, Any]:
     return body
 
 
+def is_utf8(text: str) -> bool:
+    """False for a string holding a lone surrogate (JSON's ``"\\ud800"``), which cannot be
+    stored or sent as UTF-8; such input is refused like any other malformed value."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def dumps(frame: dict[str, Any]) -> str:
     """Serialise a frame the way the original API document prints them."""
     return json.dumps(frame, ensure_ascii=False)

@@ -22,7 +22,7 @@ from chatbot.auth import SUBPROTOCOL, bearer_from_header, bearer_from_subprotoco
 from chatbot.conversation import DeltaEvent, Event, Job, ReplyEvent
 from chatbot.errors import AuthError, InvalidRequest, NotFound
 from chatbot.runtime import Runtime, runtime_of
-from chatbot.serialize import dumps, timestamp
+from chatbot.serialize import dumps, is_utf8, timestamp
 
 logger = logging.getLogger("chatbot.websocket")
 
@@ -30,6 +30,7 @@ CLOSE_NORMAL = 1000
 CLOSE_UNSUPPORTED = 1003
 CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
+CLOSE_INTERNAL_ERROR = 1011
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_NOT_FOUND = 4404
 
@@ -51,7 +52,7 @@ class Connection:
         #: Delta frames are opt-in too: ``?stream=1`` on the URL, or a message that asked
         #: for ``"stream": true``. From then on the socket gets the deltas of every reply.
         self.wants_deltas = wants_deltas
-        self._pending: collections.deque[str] = collections.deque()
+        self._pending: collections.deque[dict[str, Any]] = collections.deque()
         self._wake = asyncio.Event()
         self._close: tuple[int, str] | None = None
 
@@ -66,7 +67,7 @@ class Connection:
             # The client stopped reading; holding more would grow memory without bound.
             self.close(CLOSE_POLICY, "client is not reading its frames")
             return
-        self._pending.append(dumps(frame))
+        self._pending.append(frame)
         self._wake.set()
 
     def close(self, code: int, reason: str) -> None:
@@ -78,6 +79,16 @@ class Connection:
         if isinstance(event, ReplyEvent):
             self.send(self._reply_frame(event))
         elif isinstance(event, DeltaEvent):
+            last = self._pending[-1] if self._pending else None
+            if (
+                last is not None
+                and last.get("type") == "delta"
+                and (last.get("reply_to") == event.reply_to)
+            ):
+                # Not sent yet: grow that frame rather than queue another, so a fast
+                # backend and a slower client do not pile up thousands of tiny frames.
+                last["delta"] += event.text
+                return
             frame: dict[str, Any] = {
                 "type": "delta",
                 "delta": event.text,
@@ -133,7 +144,7 @@ class Connection:
                 await self._wake.wait()
                 self._wake.clear()
                 while self._pending:
-                    await self.websocket.send_text(self._pending.popleft())
+                    await self.websocket.send_text(dumps(self._pending.popleft()))
                 if self._close is not None:
                     code, reason = self._close
                     await self.websocket.close(code, reason)
@@ -141,6 +152,12 @@ class Connection:
         except (WebSocketDisconnect, RuntimeError, OSError):
             # The client went away (or the server closed the socket): nothing to send to.
             self._close = self._close or (CLOSE_NORMAL, "")
+        except Exception:
+            # A writer that died quietly would leave a socket that reads but never answers.
+            logger.exception("cannot send a frame; closing the socket")
+            self._close = (CLOSE_INTERNAL_ERROR, "internal error")
+            with contextlib.suppress(Exception):
+                await self.websocket.close(*self._close)
 
 
 async def _reject(websocket: WebSocket, subprotocol: str | None, code: int, reason: str) -> None:
@@ -185,6 +202,12 @@ async def chat_endpoint(websocket: WebSocket) -> None:
         # Exactly the original document's frame, and no other key.
         connection.send({"session_id": session.id})
     runtime.conversations.subscribe(session, connection)
+    if requested is not None:
+        # A DELETE between the check above and the subscription would miss this socket.
+        try:
+            await store.get_session(identity.user_id, session.id)
+        except NotFound:
+            connection.close(CLOSE_NOT_FOUND, "session not found")
     writer = asyncio.create_task(connection.run_writer())
     expiry = asyncio.create_task(
         _close_at_expiry(connection, identity.expires_at + runtime.verifier.leeway)
@@ -230,7 +253,7 @@ def _handle(text: str, connection: Connection, runtime: Runtime, owner: str) -> 
         connection.send_error("invalid_message", "a frame must be a JSON object")
         return
     client_id = data.get("id")
-    reply_to = client_id if isinstance(client_id, str) else None
+    reply_to = client_id if isinstance(client_id, str) and is_utf8(client_id) else None
     try:
         kind = data.get("type", "message")
         if kind == "ping":
@@ -256,6 +279,8 @@ def _validate(data: dict[str, Any], connection: Connection, runtime: Runtime, ow
         raise InvalidRequest("invalid_message", "message must be a string")
     if not content.strip():
         raise InvalidRequest("invalid_message", "message must not be empty")
+    if not is_utf8(content):
+        raise InvalidRequest("invalid_message", "message holds an unpaired surrogate")
     limit = runtime.settings.max_message_chars
     if len(content) > limit:
         raise InvalidRequest("message_too_long", f"message is longer than {limit} characters")
@@ -271,7 +296,9 @@ def _validate(data: dict[str, Any], connection: Connection, runtime: Runtime, ow
             )
     client_id = data.get("id")
     if client_id is not None and (
-        not isinstance(client_id, str) or not 0 < len(client_id) <= MAX_CLIENT_ID_CHARS
+        not isinstance(client_id, str)
+        or not 0 < len(client_id) <= MAX_CLIENT_ID_CHARS
+        or not is_utf8(client_id)
     ):
         raise InvalidRequest(
             "invalid_message", f"id must be a string of 1 to {MAX_CLIENT_ID_CHARS} characters"

@@ -34,8 +34,17 @@ class FlakyBackend(Backend):
 
     models: ClassVar[tuple[str, ...]] = ("flaky-1", "flaky-2")
 
+    def __init__(self, name: str, options: Mapping[str, Any]) -> None:
+        super().__init__(name, options)
+        self.failed_once: set[str] = set()
+
     async def stream(self, request: ChatRequest) -> AsyncIterator[str | Usage]:
         last = request.messages[-1].content
+        if last.startswith("fail-once") and last not in self.failed_once:
+            self.failed_once.add(last)
+            raise BackendError(
+                "the upstream answered 529", kind="backend_unavailable", retryable=True
+            )
         if last == "fail":
             raise BackendError(
                 "the upstream answered 503", kind="backend_unavailable", retryable=True

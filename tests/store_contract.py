@@ -549,6 +549,33 @@ class StoreContract:
         assert store.find_user_message("alice", other.id, "c1") is None
         assert store.find_reply("alice", other.id, question.id) is None
 
+    def test_replace_reply_keeps_the_id_and_place(self, store: StoreHarness) -> None:
+        session = store.create_session("alice", backend="echo")
+        question = store.add_message("alice", session.id, role="user", content="q")
+        failed = store.add_message(
+            "alice", session.id, role="assistant", content="par", status="error",
+            reply_to=question.id,
+        )  # fmt: skip
+        later = store.add_message("alice", session.id, role="user", content="next")
+        replaced = store.replace_reply(
+            "alice", session.id, failed.id, content="full answer", status="complete",
+            backend="echo", model="echo", usage={"output_tokens": 2},
+        )  # fmt: skip
+        assert replaced.id == failed.id
+        assert (replaced.content, replaced.status, replaced.reply_to) == (
+            "full answer", "complete", question.id,
+        )  # fmt: skip
+        assert replaced.usage == {"output_tokens": 2}
+        page = store.list_messages("alice", session.id, limit=10).messages
+        assert [m.id for m in page] == [question.id, failed.id, later.id]
+        assert page[1] == replaced
+        assert store.find_reply("alice", session.id, question.id) == replaced
+        with pytest.raises(NotFound):
+            store.replace_reply("bob", session.id, failed.id, content="x", status="complete")
+        with pytest.raises(NotFound):
+            store.replace_reply("alice", session.id, question.id, content="x", status="complete")
+        assert store.list_messages("alice", session.id, limit=10).messages[0] == question
+
     def test_a_message_is_answered_once(self, store: StoreHarness) -> None:
         session = store.create_session("alice", backend="echo")
         question = store.add_message("alice", session.id, role="user", content="q")

@@ -287,3 +287,30 @@ def test_unknown_route_and_wrong_method_are_json(server: LiveServer) -> None:
     assert wrong.status_code == 405
     assert wrong.json()["error"]["code"] == "method_not_allowed"
     assert set(wrong.headers["allow"].split(", ")) == {"GET", "HEAD", "POST"}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", "/api/sessions", b'{"title": "\\ud800"}'),
+        ("POST", "/api/sessions", b'{"system_prompt": "a\\udfffb"}'),
+        ("GET", "/api/sessions?limit=" + "9" * 5000, None),
+        ("GET", "/api/sessions?limit=%D9%A3", None),
+    ],
+)
+def test_malformed_input_is_4xx_never_500(
+    server: LiveServer, method: str, path: str, body: bytes | None
+) -> None:
+    with server.http(ALICE) as http:
+        response = http.request(method, path, content=body)
+    assert 400 <= response.status_code < 500
+    assert set(response.json()["error"]) == {"code", "message"}
+
+
+def test_a_cursor_holding_a_surrogate_is_422(server: LiveServer) -> None:
+    import base64
+
+    raw = json.dumps(["2026-01-01T00:00:00+00:00", "\ud800"]).encode()
+    cursor = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    with server.http(ALICE) as http:
+        assert http.get("/api/sessions", params={"cursor": cursor}).status_code == 422

@@ -69,6 +69,12 @@ def wait_for(predicate: Any, timeout: float = 10) -> None:
         time.sleep(0.02)
 
 
+def wait_until_generating(server: LiveServer, session_id: str) -> None:
+    """Return once the session's reply has produced text (seen by a streaming watcher)."""
+    with server.ws(ALICE, path=f"/ws/chat/?session_id={session_id}&stream=1") as watcher:
+        assert recv_json(watcher)["type"] == "delta"
+
+
 def test_streamed_deltas_add_up_to_the_final_text(server: LiveServer) -> None:
     with server.ws(ALICE) as ws:
         session_id = recv_json(ws)["session_id"]
@@ -134,7 +140,7 @@ def test_cancel_from_a_plain_client_says_cancelled(server: LiveServer) -> None:
     with server.ws(ALICE) as ws:
         session_id = recv_json(ws)["session_id"]
         ws.send(json.dumps({"message": "long"}))
-        time.sleep(0.3)
+        wait_until_generating(server, session_id)
         ws.send('{"type": "cancel"}')
         final = recv_json(ws)
     assert set(final) == {"message", "session_id", "status"}
@@ -169,9 +175,9 @@ def test_messages_wait_their_turn_and_are_answered_in_order(server: LiveServer, 
 def test_past_the_queue_bound_is_busy(start_server: ServerFactory, log: str) -> None:
     server = recording_server(start_server, log, session_queue_size=1)
     with server.ws(ALICE) as ws:
-        recv_json(ws)
+        session_id = recv_json(ws)["session_id"]
         ws.send(json.dumps({"message": "a", "id": "a"}))
-        time.sleep(0.2)  # "a" is generating now
+        wait_until_generating(server, session_id)
         ws.send(json.dumps({"message": "b", "id": "b"}))  # waits
         ws.send(json.dumps({"message": "c", "id": "c"}))  # one too many
         busy = recv_json(ws)
@@ -237,7 +243,7 @@ def test_reconnect_without_streaming_gets_just_the_reply(server: LiveServer) -> 
     with server.ws(ALICE) as ws:
         session_id = recv_json(ws)["session_id"]
         ws.send(json.dumps({"message": "later"}))
-        time.sleep(0.2)
+        wait_until_generating(server, session_id)
     with server.ws(ALICE, session_id=session_id) as ws:
         assert recv_json(ws) == {"message": FULL, "session_id": session_id}
 
@@ -337,13 +343,13 @@ def test_resending_the_id_being_streamed_repeats_no_text(server: LiveServer) -> 
 
 def test_starting_to_stream_mid_reply_catches_up_first(server: LiveServer) -> None:
     with server.ws(ALICE) as ws:
-        recv_json(ws)
+        session_id = recv_json(ws)["session_id"]
         ws.send(json.dumps({"message": "slow", "id": "one"}))
-        time.sleep(0.3)  # part of the reply exists; this socket has seen none of it
+        wait_until_generating(server, session_id)  # this socket has seen none of it
         ws.send(json.dumps({"message": "next", "id": "two", "stream": True}))
         deltas, final = frames_until_reply(ws)
     assert final["reply_to"] == "one"
-    assert len(deltas[0]["delta"]) > len("w0 ")
+    assert deltas[0]["delta"].startswith("w0 ")  # the catch-up starts at the beginning
     assert "".join(d["delta"] for d in deltas) == final["message"] == FULL
 
 

@@ -326,3 +326,56 @@ def test_closed_socket_does_not_lose_the_reply(server: LiveServer) -> None:
                 break
             time.sleep(0.05)
     assert [m["content"] for m in messages] == ["bye", "Echo: bye"]
+
+
+def test_unpaired_surrogates_are_refused_and_the_socket_keeps_answering(
+    server: LiveServer,
+) -> None:
+    with server.ws(ALICE) as ws:
+        session_id = recv_json(ws)["session_id"]
+        ws.send('{"message": "", "id": "\\ud800"}')
+        error = recv_json(ws)
+        assert error["error"]["code"] == "invalid_message"
+        assert "reply_to" not in error
+        ws.send('{"message": "hi \\ud800", "id": "x"}')
+        error = recv_json(ws)
+        assert (error["error"]["code"], error["reply_to"]) == ("invalid_message", "x")
+        ws.send('{"message": "ok", "id": "\\udfff"}')
+        assert recv_json(ws)["error"]["code"] == "invalid_message"
+        ws.send('{"type": "ping"}')
+        assert recv_json(ws) == {"type": "pong"}
+        ws.send(json.dumps({"message": "fine"}))
+        assert recv_json(ws) == {"message": "Echo: fine", "session_id": session_id}
+
+
+def test_a_fast_backend_does_not_overrun_a_streaming_client(server: LiveServer) -> None:
+    words = " ".join(f"w{n}" for n in range(3000))
+    with server.ws(ALICE) as ws:
+        recv_json(ws)
+        ws.send(json.dumps({"message": words, "stream": True}))
+        text = ""
+        while (frame := recv_json(ws))["type"] == "delta":
+            text += frame["delta"]
+    assert frame["type"] == "message"
+    assert text == frame["message"] == f"Echo: {words}"
+
+
+def test_a_failed_reply_is_answered_again_when_its_id_is_resent(flaky: LiveServer) -> None:
+    with flaky.ws(ALICE) as ws:
+        session_id = recv_json(ws)["session_id"]
+        ws.send(json.dumps({"message": "fail-once", "id": "r"}))
+        error = recv_json(ws)
+        assert (error["error"]["code"], error["error"]["retryable"]) == (
+            "backend_unavailable", True,
+        )  # fmt: skip
+        ws.send(json.dumps({"message": "fail-once", "id": "r"}))
+        reply = recv_json(ws)
+    assert reply["status"] == "complete"
+    assert reply["message"] == "partial answer to fail-once with flaky-1"
+    with flaky.http(ALICE) as http:
+        messages = http.get(f"/api/sessions/{session_id}/messages").json()["messages"]
+    assert [(m["role"], m["status"]) for m in messages] == [
+        ("user", "complete"),
+        ("assistant", "complete"),
+    ]
+    assert messages[1]["id"] == reply["message_id"]

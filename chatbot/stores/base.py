@@ -164,6 +164,22 @@ class SessionStore(abc.ABC):
         """The assistant message that answers the user message ``message_id``, if stored."""
 
     @abc.abstractmethod
+    async def replace_reply(
+        self,
+        owner: str,
+        session_id: str,
+        message_id: int,
+        *,
+        content: str,
+        status: Status,
+        backend: str | None = None,
+        model: str | None = None,
+        usage: dict[str, Any] | None = None,
+    ) -> Message:
+        """Overwrite an assistant message (a failed reply being answered again); its id
+        and place in the history stay."""
+
+    @abc.abstractmethod
     async def list_messages(
         self,
         owner: str,
@@ -193,6 +209,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         when = datetime.fromisoformat(stamp)
         if not isinstance(session_id, str) or when.tzinfo is None:
             raise ValueError(cursor)
+        session_id.encode("utf-8")  # a lone surrogate cannot be a session id
     except (ValueError, TypeError, RecursionError, binascii.Error):
         raise InvalidRequest("invalid_cursor", "cursor is not one this server issued") from None
     return when, session_id

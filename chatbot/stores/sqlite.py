@@ -358,6 +358,57 @@ class SQLiteStore(SessionStore):
             usage=usage,
         )
 
+    async def replace_reply(
+        self,
+        owner: str,
+        session_id: str,
+        message_id: int,
+        *,
+        content: str,
+        status: Status,
+        backend: str | None = None,
+        model: str | None = None,
+        usage: dict[str, Any] | None = None,
+    ) -> Message:
+        now = utcnow()
+        async with self._lock:
+            db = self.db
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                async with db.execute(
+                    "UPDATE sessions SET updated_at = ? WHERE id = ? AND owner = ?",
+                    (_stamp(now), session_id, owner),
+                ) as cursor:
+                    found = cursor.rowcount
+                async with db.execute(
+                    "UPDATE messages SET content = ?, status = ?, backend = ?, model = ?, "
+                    "usage = ?, created_at = ? "
+                    "WHERE id = ? AND session_id = ? AND role = 'assistant'",
+                    (
+                        content,
+                        status,
+                        backend,
+                        model,
+                        json.dumps(usage) if usage is not None else None,
+                        _stamp(now),
+                        message_id,
+                        session_id,
+                    ),
+                ) as cursor:
+                    found = found and cursor.rowcount
+                if not found:
+                    raise NotFound()
+                async with db.execute(
+                    f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = ?", (message_id,)
+                ) as cursor:
+                    row = await cursor.fetchone()
+                await db.execute("COMMIT")
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
+        assert row is not None
+        return _message(row)
+
     async def find_user_message(
         self, owner: str, session_id: str, client_id: str
     ) -> Message | None:
