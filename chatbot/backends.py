@@ -19,7 +19,7 @@ from importlib.metadata import EntryPoint, entry_points
 from typing import Any, ClassVar, Literal
 
 from chatbot.errors import ConfigError, InvalidRequest
-from chatbot.settings import Settings
+from chatbot.settings import BackendConfig, Settings
 
 ENTRY_POINT_GROUP = "chatbot.backends"
 
@@ -114,7 +114,12 @@ def _load(type_name: str, found: Mapping[str, EntryPoint]) -> type[Backend]:
 class BackendRegistry:
     """The configured backends by name, and which one is the default."""
 
-    def __init__(self, backends: Mapping[str, Backend], default: str) -> None:
+    def __init__(
+        self,
+        backends: Mapping[str, Backend],
+        default: str,
+        configs: Mapping[str, BackendConfig] | None = None,
+    ) -> None:
         if default not in backends:
             raise ConfigError(
                 f"no backend named {default!r}; the configured backends are: "
@@ -122,6 +127,10 @@ class BackendRegistry:
             )
         self._backends = dict(backends)
         self.default = default
+        self._configs = {
+            name: (configs or {}).get(name) or BackendConfig(name=name, type=name)
+            for name in backends
+        }
 
     @classmethod
     def from_settings(
@@ -138,13 +147,21 @@ class BackendRegistry:
             else:
                 backend_cls = _load(config.type, found)
             backends[name] = backend_cls(name, config.options)
-        return cls(backends, settings.default_backend)
+        return cls(backends, settings.default_backend, settings.backends)
 
     def __iter__(self) -> Any:
         return iter(self._backends.values())
 
     def names(self) -> list[str]:
         return list(self._backends)
+
+    def config(self, name: str) -> BackendConfig:
+        """The server-side settings of a configured backend (fallback, prompt, budget)."""
+        return self._configs[name]
+
+    def chain(self, name: str) -> list[Backend]:
+        """The backend called ``name`` followed by its fallbacks, in order."""
+        return [self.get(name), *(self.get(f) for f in self._configs[name].fallback)]
 
     def get(self, name: str) -> Backend:
         """The backend called ``name``; ``InvalidRequest`` naming the configured ones if none."""

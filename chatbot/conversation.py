@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from chatbot.backends import Backend, BackendRegistry, ChatMessage, ChatRequest, Usage
+from chatbot.context import trim
 from chatbot.errors import BackendError, DuplicateMessage, InvalidRequest, NotFound
 from chatbot.settings import Settings
 from chatbot.stores.base import Message, Session, SessionStore, Status
@@ -89,6 +90,9 @@ class Generation:
     usage: Usage | None = None
     task: asyncio.Task[None] | None = None
     cancelled: bool = False
+    #: The backend (and model) answering: the session's, or one of its fallbacks.
+    backend: str | None = None
+    model: str | None = None
 
     @property
     def text(self) -> str:
@@ -327,7 +331,7 @@ class Conversations:
                 job.origin.deliver(ReplyEvent(earlier_reply, job.client_id))
             return
         try:
-            backend = self.backends.get(session.backend)
+            chain = self.backends.chain(session.backend)
         except InvalidRequest:
             self._publish(
                 conversation,
@@ -339,16 +343,12 @@ class Conversations:
                 ),
             )
             return
-        model = session.model or backend.default_model
-        request = ChatRequest(
-            messages=await self._context(job.owner, session.id, user_message.id),
-            model=model,
-            system_prompt=session.system_prompt or self.settings.system_prompt,
-        )
+        history = await self._context(job.owner, session.id, user_message.id)
+        attempts = [(backend, self._request(session, backend, history)) for backend in chain]
         status: Status = "complete"
         failure: BackendError | None = None
         generation.task = asyncio.create_task(
-            self._stream(conversation, generation, backend, request)
+            self._stream_with_fallback(conversation, generation, attempts)
         )
         if generation.cancelled:
             generation.task.cancel()
@@ -368,7 +368,7 @@ class Conversations:
         except BackendError as exc:
             status, failure = "error", exc
         except Exception:
-            logger.exception("backend %r failed", backend.name)
+            logger.exception("backend %r failed", generation.backend)
             status = "error"
             failure = BackendError("the model backend failed", kind="backend_error")
         usage = generation.usage.as_dict() if generation.usage is not None else None
@@ -379,8 +379,8 @@ class Conversations:
                 earlier_reply.id,
                 content=generation.text,
                 status=status,
-                backend=backend.name,
-                model=model,
+                backend=generation.backend,
+                model=generation.model,
                 usage=usage or None,
             )
         else:
@@ -391,8 +391,8 @@ class Conversations:
                 content=generation.text,
                 status=status,
                 reply_to=user_message.id,
-                backend=backend.name,
-                model=model,
+                backend=generation.backend,
+                model=generation.model,
                 usage=usage or None,
             )
         if failure is None:
@@ -410,6 +410,42 @@ class Conversations:
                     reply_to=job.client_id,
                 ),
             )
+
+    def _request(
+        self, session: Session, backend: Backend, history: list[ChatMessage]
+    ) -> ChatRequest:
+        """The request for one backend of the chain: its model, prompt and budget."""
+        config = self.backends.config(backend.name)
+        own = backend.name == session.backend
+        system_prompt = session.system_prompt or config.system_prompt or self.settings.system_prompt
+        return ChatRequest(
+            messages=trim(history, system_prompt, config.context_tokens),
+            model=(session.model if own else None) or backend.default_model,
+            system_prompt=system_prompt,
+        )
+
+    async def _stream_with_fallback(
+        self,
+        conversation: Conversation,
+        generation: Generation,
+        attempts: list[tuple[Backend, ChatRequest]],
+    ) -> None:
+        """Stream from the first backend of the chain that gets to its first token."""
+        for index, (backend, request) in enumerate(attempts):
+            generation.backend, generation.model = backend.name, request.model
+            try:
+                await self._stream(conversation, generation, backend, request)
+                return
+            except BackendError as exc:
+                # Falling back after text was sent would repeat or contradict it; and a
+                # plain backend_error (a bad request, a bad key) is not the upstream's load.
+                last = index == len(attempts) - 1
+                if generation.parts or exc.kind == "backend_error" or last:
+                    raise
+                logger.warning(
+                    "backend %r failed before its first token (%s); %r answers instead",
+                    backend.name, exc.kind, attempts[index + 1][0].name,
+                )  # fmt: skip
 
     async def _stream(
         self,

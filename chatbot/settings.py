@@ -35,11 +35,51 @@ SECRET_FILE_NAME = "jwt-secret"  # noqa: S105 (a file name, not a secret)
 
 @dataclass(frozen=True)
 class BackendConfig:
-    """One named backend from the TOML file: its entry-point ``type`` and its own options."""
+    """One named backend from the TOML file: its entry-point ``type``, the keys the server
+    itself reads (``fallback``, ``system_prompt``, ``context_tokens``) and, in ``options``,
+    everything else, which belongs to the backend class."""
 
     name: str
     type: str
     options: Mapping[str, Any] = field(default_factory=dict)
+    #: Backends that answer, in order, when this one fails before its first token.
+    fallback: tuple[str, ...] = ()
+    #: The system prompt of this backend's sessions that do not set their own.
+    system_prompt: str | None = None
+    #: Approximate token budget of the context sent to this backend (None: no budget).
+    context_tokens: int | None = None
+
+    @classmethod
+    def from_table(cls, name: str, table: Mapping[str, Any], source: str) -> BackendConfig:
+        """Split a ``[backends.NAME]`` table into the server's keys and the backend's."""
+        where = f"{source}: [backends.{name}]"
+        if not isinstance(table.get("type"), str):
+            raise ConfigError(
+                f"{where} needs a type, the backend's entry-point name "
+                "(run `chatbot backends` to list them)"
+            )
+        fallback = table.get("fallback", [])
+        if isinstance(fallback, str):
+            fallback = [fallback]
+        if not isinstance(fallback, list) or not all(isinstance(f, str) for f in fallback):
+            raise ConfigError(f"{where}: fallback must be a list of backend names")
+        system_prompt = table.get("system_prompt")
+        if system_prompt is not None and not isinstance(system_prompt, str):
+            raise ConfigError(f"{where}: system_prompt must be a string")
+        budget = table.get("context_tokens")
+        if budget is not None and (
+            not isinstance(budget, int) or isinstance(budget, bool) or budget < 1
+        ):
+            raise ConfigError(f"{where}: context_tokens must be a whole number above 0")
+        reserved = {"type", "fallback", "system_prompt", "context_tokens"}
+        return cls(
+            name=name,
+            type=table["type"],
+            options={k: v for k, v in table.items() if k not in reserved},
+            fallback=tuple(fallback),
+            system_prompt=system_prompt,
+            context_tokens=budget,
+        )
 
 
 def _default_backends() -> dict[str, BackendConfig]:
@@ -201,6 +241,14 @@ class Settings:
                 f"no backend named {self.default_backend!r}; the configured backends are: "
                 + ", ".join(sorted(self.backends))
             )
+        for config in self.backends.values():
+            for name in config.fallback:
+                if name == config.name or name not in self.backends:
+                    raise ConfigError(
+                        f"[backends.{config.name}]: fallback {name!r} is not another "
+                        "configured backend; the configured backends are: "
+                        + ", ".join(sorted(self.backends))
+                    )
 
     @property
     def uses_hmac(self) -> bool:
@@ -231,13 +279,9 @@ def load_backends_file(path: Path) -> dict[str, Any]:
             raise ConfigError(f"{path}: [backends] must hold at least one [backends.NAME] table")
         backends: dict[str, BackendConfig] = {}
         for name, table in tables.items():
-            if not isinstance(table, dict) or not isinstance(table.get("type"), str):
-                raise ConfigError(
-                    f"{path}: [backends.{name}] needs a type, the backend's entry-point name "
-                    "(run `chatbot backends` to list them)"
-                )
-            options = {k: v for k, v in table.items() if k != "type"}
-            backends[name] = BackendConfig(name=name, type=table["type"], options=options)
+            if not isinstance(table, dict):
+                raise ConfigError(f"{path}: [backends.{name}] must be a table")
+            backends[name] = BackendConfig.from_table(name, table, str(path))
         values["backends"] = backends
         values["default_backend"] = next(iter(backends))
     default = data.get("default_backend")
