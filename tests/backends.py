@@ -96,3 +96,22 @@ def read_log(path: str) -> list[str]:
             return handle.read().splitlines()
     except FileNotFoundError:
         return []
+
+
+class PromptBackend(Backend):
+    """Answers with what it was given: ``<system prompt>|<turns>|<model>``."""
+
+    models: ClassVar[tuple[str, ...]] = ("p-1", "p-2")
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[str | Usage]:
+        turns = ",".join(m.content for m in request.messages)
+        yield f"{request.system_prompt}|{turns}|{request.model}"
+
+
+class DownBackend(Backend):
+    """Fails before its first token the way the option ``kind`` says."""
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[str | Usage]:
+        kind = self.options.get("kind", "backend_unavailable")
+        raise BackendError(f"{self.name} is down", kind=kind, retryable=kind != "backend_error")
+        yield ""  # an async generator, like every backend
