@@ -367,6 +367,11 @@ class Conversations:
             status = "cancelled"
         except BackendError as exc:
             status, failure = "error", exc
+            # The operator's record; the message is the backend's own, never a vendor's body.
+            logger.warning(
+                "backend %r failed (%s%s): %s", generation.backend, exc.kind,
+                ", retryable" if exc.retryable else "", exc.message,
+            )  # fmt: skip
         except Exception:
             logger.exception("backend %r failed", generation.backend)
             status = "error"

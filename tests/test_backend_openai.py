@@ -13,11 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-
-pytest.importorskip(
-    "chatbot_openai", reason="the openai backend is not installed: pip install -e backends/openai"
-)
-
 from chatbot_openai import OpenAIBackend
 from chatbot_openai.options import PLACEHOLDER_KEY
 
