@@ -76,7 +76,7 @@ def token(args: argparse.Namespace) -> int:
 
 
 def backends(args: argparse.Namespace) -> int:
-    from chatbot.backends import discover
+    from chatbot.backends import BackendRegistry, discover
     from chatbot.settings import Settings
 
     settings = Settings.from_env()
@@ -95,6 +95,9 @@ def backends(args: argparse.Namespace) -> int:
         model = config.options.get("model")
         model_text = f" model={model}" if isinstance(model, str) else ""
         print(f"  {name:<16} type={config.type}{model_text}{suffix}")
+    # Build them as `chatbot serve` would, so that a bad option or a missing key shows here.
+    BackendRegistry.from_settings(settings)
+    print("Every configured backend loads.")
     return 0
 
 

@@ -159,7 +159,7 @@ def test_backends_lists_the_entry_points_and_the_default(tmp_path: Path) -> None
     assert result.returncode == 0, result.stderr
     installed, configured = _sections(result.stdout)
     assert "echo chatbot.echo:EchoBackend" in installed
-    assert configured == ["echo type=echo (default)"]
+    assert configured == ["echo type=echo (default)", "Every configured backend loads."]
 
 
 def test_backends_from_chatbot_toml(tmp_path: Path) -> None:
@@ -175,7 +175,9 @@ def test_backends_from_chatbot_toml(tmp_path: Path) -> None:
         encoding="utf-8",
     )
     result = run_cli(tmp_path, "backends")
-    assert result.returncode == 0, result.stderr
+    # The listing shows what is wrong, then the command fails as `chatbot serve` would.
+    assert result.returncode == 2
+    assert "no backend type named 'nope'" in result.stderr
     installed, configured = _sections(result.stdout)
     assert "echo chatbot.echo:EchoBackend" in installed
     assert configured == [
@@ -328,3 +330,14 @@ def test_no_command_prints_usage(tmp_path: Path) -> None:
     assert result.stdout == ""
     assert result.stderr.startswith("usage: chatbot")
     assert "the following arguments are required: COMMAND" in result.stderr
+
+
+def test_backends_loads_the_configured_backends(tmp_path: Path) -> None:
+    (tmp_path / "chatbot.toml").write_text('[backends.e]\ntype = "echo"\ncolour = "red"\n')
+    result = run_cli(tmp_path, "backends")
+    assert result.returncode == 2
+    assert "the echo backend has no option 'colour'" in result.stderr
+    (tmp_path / "chatbot.toml").write_text('[backends.e]\ntype = "echo"\ndelay = 0.1\n')
+    result = run_cli(tmp_path, "backends")
+    assert result.returncode == 0
+    assert result.stdout.splitlines()[-1] == "Every configured backend loads."
