@@ -124,7 +124,9 @@ class AnthropicBackend(Backend):
         The environment variable holding the key; default ``ANTHROPIC_API_KEY``. The server
         refuses to start when it is unset or empty.
     ``system_prompt``
-        Used when neither the session nor ``CHATBOT_SYSTEM_PROMPT`` sets one.
+        Used when a request carries none. In a ``chatbot.toml`` table the server reads
+        ``system_prompt`` itself (the session's, else this, else ``CHATBOT_SYSTEM_PROMPT``)
+        and passes the result in every request; this option serves direct use of the class.
     ``temperature``
         0 to 1; when unset none is sent and the model's default applies. Recent models
         reject sampling options: leave it unset for them.

@@ -39,7 +39,9 @@ class OpenAIBackend(Backend):
     ``api_key_env``
         the environment variable holding the key, default ``OPENAI_API_KEY``.
     ``system_prompt``
-        used when the session has none.
+        used when a request carries none. In a ``chatbot.toml`` table the server reads
+        ``system_prompt`` itself (the session's, else this, else ``CHATBOT_SYSTEM_PROMPT``)
+        and passes the result in every request; this option serves direct use of the class.
     ``temperature`` (0 to 2), ``max_tokens`` (> 0)
         sent only when set.
     ``connect_timeout`` (10 s), ``first_token_timeout`` (60 s), ``total_timeout`` (600 s)
