@@ -345,6 +345,8 @@ class Conversations:
             return
         history = await self._context(job.owner, session.id, user_message.id)
         attempts = [(backend, self._request(session, backend, history)) for backend in chain]
+        # Recorded now, so that a reply cancelled before its stream starts still says whose.
+        generation.backend, generation.model = chain[0].name, attempts[0][1].model
         status: Status = "complete"
         failure: BackendError | None = None
         generation.task = asyncio.create_task(
@@ -442,10 +444,12 @@ class Conversations:
                 await self._stream(conversation, generation, backend, request)
                 return
             except BackendError as exc:
-                # Falling back after text was sent would repeat or contradict it; and a
-                # plain backend_error (a bad request, a bad key) is not the upstream's load.
+                # Falling back after text was sent would repeat or contradict it. A session's
+                # own backend failing for good (a bad key, a bad request) is reported, not
+                # hidden; a failing fallback only hands over to the next one.
                 last = index == len(attempts) - 1
-                if generation.parts or exc.kind == "backend_error" or last:
+                final = exc.kind == "backend_error" and not exc.retryable
+                if generation.parts or last or (index == 0 and final):
                     raise
                 logger.warning(
                     "backend %r failed before its first token (%s); %r answers instead",

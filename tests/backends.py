@@ -113,5 +113,6 @@ class DownBackend(Backend):
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[str | Usage]:
         kind = self.options.get("kind", "backend_unavailable")
-        raise BackendError(f"{self.name} is down", kind=kind, retryable=kind != "backend_error")
+        retryable = self.options.get("retryable", kind != "backend_error")
+        raise BackendError(f"{self.name} is down", kind=kind, retryable=retryable)
         yield ""  # an async generator, like every backend

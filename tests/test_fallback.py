@@ -139,3 +139,26 @@ def test_bad_server_keys_are_refused(tmp_path: object, table: str, message: str)
     path.write_text(f'[backends.a]\ntype = "echo"\n{table}\n')
     with pytest.raises(ConfigError, match=message):
         Settings.from_env({"CHATBOT_CONFIG": str(path)}, env_file=None)
+
+
+def test_a_retryable_backend_error_falls_back(start_server: ServerFactory) -> None:
+    # A connection dropped before any text: the plugins call it a retryable backend_error.
+    server = serve(
+        start_server,
+        BackendConfig("primary", "down", {"kind": "backend_error", "retryable": True},
+                      fallback=("spare",)),
+        BackendConfig("spare", "prompt"),
+    )  # fmt: skip
+    reply = ask(server, "hi")
+    assert (reply["type"], reply["backend"]) == ("message", "spare")
+
+
+def test_a_broken_fallback_hands_over_to_the_next(start_server: ServerFactory) -> None:
+    server = serve(
+        start_server,
+        BackendConfig("a", "down", fallback=("b", "c")),
+        BackendConfig("b", "down", {"kind": "backend_error"}),
+        BackendConfig("c", "prompt"),
+    )
+    reply = ask(server, "hi")
+    assert (reply["type"], reply["backend"], reply["model"]) == ("message", "c", "p-1")

@@ -360,5 +360,6 @@ def test_a_cancel_right_after_the_message_is_not_lost(server: LiveServer, log: s
         ws.send('{"type": "cancel"}')
         final = recv_json(ws)
     assert final["status"] == "cancelled"
+    assert (final["backend"], final["model"]) == ("rec", "recorder")
     assert len(final["message"]) < len(FULL)
     assert stored(server, session_id)[-1] == ("assistant", final["message"], "cancelled")
