@@ -9,8 +9,10 @@ interleaves with another's on the shared connection.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
+from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -108,6 +110,10 @@ def _stamp(when: datetime) -> str:
     return when.isoformat(timespec="microseconds")
 
 
+def _usage(usage: dict[str, Any] | None) -> str | None:
+    return json.dumps(usage) if usage is not None else None
+
+
 def _session(row: sqlite3.Row) -> Session:
     return Session(
         id=row["id"],
@@ -174,32 +180,48 @@ class SQLiteStore(SessionStore):
         async with self._lock, self.db.execute(sql, params) as cursor:
             return list(await cursor.fetchall())
 
-    async def migrate(self) -> list[str]:
-        applied_now: list[str] = []
+    @contextlib.asynccontextmanager
+    async def _write(self) -> AsyncIterator[aiosqlite.Connection]:
+        """One write transaction, taken at once (BEGIN IMMEDIATE), committed or rolled back."""
         async with self._lock:
             db = self.db
             await db.execute("BEGIN IMMEDIATE")
             try:
-                await db.execute(
-                    "CREATE TABLE IF NOT EXISTS chatbot_migrations "
-                    "(name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
-                )
-                async with db.execute("SELECT name FROM chatbot_migrations") as cursor:
-                    done = {row[0] for row in await cursor.fetchall()}
-                for name, statements in MIGRATIONS:
-                    if name in done:
-                        continue
-                    for statement in statements:
-                        await db.execute(statement)
-                    await db.execute(
-                        "INSERT INTO chatbot_migrations (name, applied_at) VALUES (?, ?)",
-                        (name, _stamp(utcnow())),
-                    )
-                    applied_now.append(name)
-                await db.execute("COMMIT")
+                yield db
             except BaseException:
                 await db.execute("ROLLBACK")
                 raise
+            await db.execute("COMMIT")
+
+    @staticmethod
+    async def _touch(db: aiosqlite.Connection, owner: str, session_id: str, now: str) -> None:
+        """Mark the owner's session active; ``NotFound`` if it is not theirs."""
+        async with db.execute(
+            "UPDATE sessions SET updated_at = ? WHERE id = ? AND owner = ?",
+            (now, session_id, owner),
+        ) as cursor:
+            if cursor.rowcount == 0:
+                raise NotFound()
+
+    async def migrate(self) -> list[str]:
+        applied_now: list[str] = []
+        async with self._write() as db:
+            await db.execute(
+                "CREATE TABLE IF NOT EXISTS chatbot_migrations "
+                "(name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
+            )
+            async with db.execute("SELECT name FROM chatbot_migrations") as cursor:
+                done = {row[0] for row in await cursor.fetchall()}
+            for name, statements in MIGRATIONS:
+                if name in done:
+                    continue
+                for statement in statements:
+                    await db.execute(statement)
+                await db.execute(
+                    "INSERT INTO chatbot_migrations (name, applied_at) VALUES (?, ?)",
+                    (name, _stamp(utcnow())),
+                )
+                applied_now.append(name)
         return applied_now
 
     async def applied_migrations(self) -> list[str]:
@@ -306,16 +328,9 @@ class SQLiteStore(SessionStore):
         usage: dict[str, Any] | None = None,
     ) -> Message:
         now = utcnow()
-        async with self._lock:
-            db = self.db
-            await db.execute("BEGIN IMMEDIATE")
-            try:
-                async with db.execute(
-                    "UPDATE sessions SET updated_at = ? WHERE id = ? AND owner = ?",
-                    (_stamp(now), session_id, owner),
-                ) as cursor:
-                    if cursor.rowcount == 0:
-                        raise NotFound()
+        try:
+            async with self._write() as db:
+                await self._touch(db, owner, session_id, _stamp(now))
                 async with db.execute(
                     "INSERT INTO messages (session_id, role, content, status, client_id, "
                     "reply_to, backend, model, usage, created_at) "
@@ -329,20 +344,15 @@ class SQLiteStore(SessionStore):
                         reply_to,
                         backend,
                         model,
-                        json.dumps(usage) if usage is not None else None,
+                        _usage(usage),
                         _stamp(now),
                     ),
                 ) as cursor:
                     message_id = cursor.lastrowid
-                await db.execute("COMMIT")
-            except sqlite3.IntegrityError as exc:
-                await db.execute("ROLLBACK")
-                if "client_id" in str(exc):
-                    raise DuplicateMessage() from None
-                raise
-            except BaseException:
-                await db.execute("ROLLBACK")
-                raise
+        except sqlite3.IntegrityError as exc:
+            if "client_id" in str(exc):
+                raise DuplicateMessage() from None
+            raise
         assert message_id is not None
         return Message(
             id=message_id,
@@ -370,42 +380,21 @@ class SQLiteStore(SessionStore):
         model: str | None = None,
         usage: dict[str, Any] | None = None,
     ) -> Message:
-        now = utcnow()
-        async with self._lock:
-            db = self.db
-            await db.execute("BEGIN IMMEDIATE")
-            try:
-                async with db.execute(
-                    "UPDATE sessions SET updated_at = ? WHERE id = ? AND owner = ?",
-                    (_stamp(now), session_id, owner),
-                ) as cursor:
-                    found = cursor.rowcount
-                async with db.execute(
-                    "UPDATE messages SET content = ?, status = ?, backend = ?, model = ?, "
-                    "usage = ?, created_at = ? "
-                    "WHERE id = ? AND session_id = ? AND role = 'assistant'",
-                    (
-                        content,
-                        status,
-                        backend,
-                        model,
-                        json.dumps(usage) if usage is not None else None,
-                        _stamp(now),
-                        message_id,
-                        session_id,
-                    ),
-                ) as cursor:
-                    found = found and cursor.rowcount
-                if not found:
+        now = _stamp(utcnow())
+        async with self._write() as db:
+            await self._touch(db, owner, session_id, now)
+            async with db.execute(
+                "UPDATE messages SET content = ?, status = ?, backend = ?, model = ?, "
+                "usage = ?, created_at = ? "
+                "WHERE id = ? AND session_id = ? AND role = 'assistant'",
+                (content, status, backend, model, _usage(usage), now, message_id, session_id),
+            ) as cursor:
+                if cursor.rowcount == 0:
                     raise NotFound()
-                async with db.execute(
-                    f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = ?", (message_id,)
-                ) as cursor:
-                    row = await cursor.fetchone()
-                await db.execute("COMMIT")
-            except BaseException:
-                await db.execute("ROLLBACK")
-                raise
+            async with db.execute(
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = ?", (message_id,)
+            ) as cursor:
+                row = await cursor.fetchone()
         assert row is not None
         return _message(row)
 
