@@ -20,9 +20,9 @@ MAX_TITLE_CHARS = 200
 MAX_SESSION_ID_CHARS = 64
 
 
-def _authenticate(request: Request) -> tuple[Runtime, Identity]:
+async def _authenticate(request: Request) -> tuple[Runtime, Identity]:
     runtime = runtime_of(request)
-    return runtime, runtime.verifier.verify(bearer_from_header(request.headers))
+    return runtime, await runtime.verifier.verify(bearer_from_header(request.headers))
 
 
 def _limit(request: Request, default: int) -> int:
@@ -78,7 +78,7 @@ def _optional_string(data: dict[str, Any], name: str, max_chars: int) -> str | N
 
 
 async def list_sessions(request: Request) -> Response:
-    runtime, identity = _authenticate(request)
+    runtime, identity = await _authenticate(request)
     limit = _limit(request, default=20)
     cursor = request.query_params.get("cursor") or None
     page = await runtime.store.list_sessions(identity.user_id, limit=limit, cursor=cursor)
@@ -91,7 +91,7 @@ async def list_sessions(request: Request) -> Response:
 
 
 async def create_session(request: Request) -> Response:
-    runtime, identity = _authenticate(request)
+    runtime, identity = await _authenticate(request)
     data = await _json_object(request, required=False)
     unknown = set(data) - {"title", "backend", "model", "system_prompt"}
     if unknown:
@@ -113,7 +113,9 @@ async def create_session(request: Request) -> Response:
             "unknown_model",
             f"the backend {backend.name!r} has no model {model!r}; it offers: " + ", ".join(models),
         )
-    session = await runtime.store.create_session(
+    # At CHATBOT_MAX_SESSIONS_PER_USER: 429 too_many_sessions.
+    session = await runtime.limits.create_session(
+        runtime.store,
         identity.user_id,
         backend=backend.name,
         title=title,
@@ -124,13 +126,13 @@ async def create_session(request: Request) -> Response:
 
 
 async def get_session(request: Request) -> Response:
-    runtime, identity = _authenticate(request)
+    runtime, identity = await _authenticate(request)
     session = await runtime.store.get_session(identity.user_id, _session_id(request))
     return JSONResponse(session_json(session))
 
 
 async def rename_session(request: Request) -> Response:
-    runtime, identity = _authenticate(request)
+    runtime, identity = await _authenticate(request)
     session_id = _session_id(request)
     data = await _json_object(request, required=True)
     if set(data) != {"title"}:
@@ -141,7 +143,7 @@ async def rename_session(request: Request) -> Response:
 
 
 async def delete_session(request: Request) -> Response:
-    runtime, identity = _authenticate(request)
+    runtime, identity = await _authenticate(request)
     session_id = _session_id(request)
     await runtime.store.delete_session(identity.user_id, session_id)
     runtime.conversations.close_session(session_id, CLOSE_NOT_FOUND, "session not found")
@@ -149,7 +151,7 @@ async def delete_session(request: Request) -> Response:
 
 
 async def list_messages(request: Request) -> Response:
-    runtime, identity = _authenticate(request)
+    runtime, identity = await _authenticate(request)
     session_id = _session_id(request)
     limit = _limit(request, default=50)
     before = _message_id(request, "before")
@@ -165,7 +167,7 @@ async def list_messages(request: Request) -> Response:
 
 
 async def list_backends(request: Request) -> Response:
-    runtime, _ = _authenticate(request)
+    runtime, _ = await _authenticate(request)
     backends = [
         {
             "name": backend.name,

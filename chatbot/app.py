@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Mapping
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
@@ -21,6 +22,7 @@ from chatbot.auth import TokenVerifier
 from chatbot.backends import Backend, BackendRegistry
 from chatbot.conversation import Conversations
 from chatbot.errors import AuthError, InvalidRequest, NotFound, TokenMissing
+from chatbot.limits import BodySizeLimit, UserLimits
 from chatbot.openapi import openapi
 from chatbot.runtime import STATE_KEY, Runtime
 from chatbot.settings import Settings, with_jwt_secret
@@ -99,7 +101,8 @@ def create_app(
                     logger.info("applied migrations: %s", ", ".join(applied))
             await backends.start()
             conversations = Conversations(store, backends, settings)
-            runtime = Runtime(settings, store, backends, verifier, conversations)
+            limits = UserLimits(settings)
+            runtime = Runtime(settings, store, backends, verifier, conversations, limits)
             # The server's graceful shutdown (chatbot.server) finds the runtime here.
             app.state.chatbot = runtime
             try:
@@ -120,6 +123,8 @@ def create_app(
     return Starlette(
         routes=routes,
         lifespan=lifespan,
+        # Outside the routes, so that a body too large is refused before any handler reads it.
+        middleware=[Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)],
         exception_handlers={
             AuthError: _auth_error,
             NotFound: _not_found,

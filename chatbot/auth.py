@@ -7,6 +7,8 @@ A token in the query string is never read: it would end up in access logs.
 
 from __future__ import annotations
 
+import math
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -15,12 +17,19 @@ from typing import Any
 import jwt
 
 from chatbot.errors import ConfigError, TokenExpired, TokenInvalid, TokenMissing
+from chatbot.jwks import MAX_KID_CHARS, JwksCache, PublicKey, public_key_algorithms
 from chatbot.settings import Settings
 
 SUBPROTOCOL = "chatbot.v1"
 BEARER_SUBPROTOCOL_PREFIX = "bearer."
 MAX_TOKEN_BYTES = 8192
 MAX_USER_ID_CHARS = 255
+
+#: Three base64url segments: header, payload, and a signature that is never empty. Padding,
+#: whitespace and any other character are refused (the decoder would skip them silently).
+_COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+#: Headers by which a token names its own key; see TokenVerifier._check_header.
+_KEY_HEADERS = frozenset({"jku", "jwk", "x5u", "x5c"})
 
 
 @dataclass(frozen=True)
@@ -54,22 +63,42 @@ def bearer_from_subprotocols(subprotocols: Sequence[str]) -> str | None:
 
 
 class TokenVerifier:
-    """Verifies JWTs with one allow-listed algorithm family and the configured claims."""
+    """Verifies JWTs with one allow-listed algorithm family and the configured claims.
+
+    HMAC algorithms (the default, HS256) check the shared secret. Public-key algorithms
+    check the key of ``CHATBOT_JWT_PUBLIC_KEY`` or the key of a JWKS URL that the token's
+    ``kid`` names. Everything a token could use to choose its own key is refused.
+    """
 
     def __init__(self, settings: Settings) -> None:
+        self._algorithms = list(settings.jwt_algorithms)
+        self._secret: str | None = None
+        self._public_key: PublicKey | None = None
+        self._jwks: JwksCache | None = None
         if settings.uses_hmac:
             if settings.jwt_secret is None:
                 raise ConfigError(
                     "no JWT secret: set CHATBOT_JWT_SECRET or run `chatbot serve` once "
                     "to have one generated in the data directory"
                 )
-            self._key: Any = str(settings.jwt_secret)
+            self._secret = str(settings.jwt_secret)
+        elif settings.jwt_public_key is not None:
+            # Only the allowed algorithms this key can verify: an RSA key never checks ES256.
+            self._public_key, self._algorithms = public_key_algorithms(
+                settings.jwt_public_key, self._algorithms
+            )
+        elif settings.jwt_jwks_url is not None:
+            self._jwks = JwksCache(
+                settings.jwt_jwks_url,
+                self._algorithms,
+                refresh_interval=settings.jwt_jwks_refresh_seconds,
+            )
         else:
             raise ConfigError(
-                "public-key JWT algorithms need a public key or a JWKS URL, which this "
-                "version does not support yet; use HS256"
+                f"CHATBOT_JWT_ALGORITHMS allows {', '.join(self._algorithms)}, which needs the "
+                "identity provider's public key: set CHATBOT_JWT_PUBLIC_KEY (PEM, or "
+                "@/path/to/key.pem) or CHATBOT_JWT_JWKS_URL (see docs/identity-providers.md)"
             )
-        self._algorithms = list(settings.jwt_algorithms)
         self._audience = settings.jwt_audience
         self._issuer = settings.jwt_issuer
         self._leeway = settings.jwt_leeway
@@ -79,19 +108,59 @@ class TokenVerifier:
     def leeway(self) -> float:
         return self._leeway
 
-    def verify(self, token: str | None) -> Identity:
-        """Return who the token names, or raise a :class:`~chatbot.errors.AuthError`."""
+    @property
+    def jwks(self) -> JwksCache | None:
+        """The JWKS cache when the keys come from a JWKS URL."""
+        return self._jwks
+
+    async def verify(self, token: str | None) -> Identity:
+        """Return who the token names, or raise a :class:`~chatbot.errors.AuthError`.
+
+        Only a JWKS lookup awaits anything; every other check is done in line.
+        """
         if not token:
             raise TokenMissing()
-        if len(token) > MAX_TOKEN_BYTES:
+        header = self._check_header(token)
+        algorithm: str = header["alg"]
+        key: Any
+        if self._jwks is not None:
+            key = await self._jwks.key(header.get("kid"), algorithm)
+            if key is None:
+                raise TokenInvalid()
+        elif self._public_key is not None:
+            key = self._public_key
+        else:
+            key = self._secret
+        return self._decode(token, key, algorithm)
+
+    def _check_header(self, token: str) -> dict[str, Any]:
+        """The token's header, once the token is well-formed and its ``alg`` is allowed.
+
+        Nothing is decoded before the length and the character set are checked, and no key
+        is looked up (nor any JWKS fetched) for an algorithm that is not allowed.
+        """
+        if len(token) > MAX_TOKEN_BYTES or _COMPACT_JWS.fullmatch(token) is None:
             raise TokenInvalid()
         try:
             header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError:
+        except (jwt.PyJWTError, ValueError, RecursionError):
             raise TokenInvalid() from None
+        algorithm = header.get("alg")
+        if not isinstance(algorithm, str) or algorithm not in self._algorithms:
+            raise TokenInvalid()
         if "crit" in header:
             # No JWS extensions are understood here, so a critical one must be refused.
             raise TokenInvalid()
+        if _KEY_HEADERS.intersection(header):
+            # A token may not say where its key comes from (RFC 8725, 3.10): such headers
+            # are never followed, and a token that carries them is refused outright.
+            raise TokenInvalid()
+        kid = header.get("kid")
+        if kid is not None and (not isinstance(kid, str) or len(kid) > MAX_KID_CHARS):
+            raise TokenInvalid()
+        return header
+
+    def _decode(self, token: str, key: Any, algorithm: str) -> Identity:
         required = ["exp", self._claim]
         if self._audience is not None:
             required.append("aud")
@@ -100,27 +169,34 @@ class TokenVerifier:
         try:
             claims = jwt.decode(
                 token,
-                self._key,
-                algorithms=self._algorithms,
+                key,
+                algorithms=[algorithm],
                 audience=self._audience,
                 issuer=self._issuer,
                 leeway=self._leeway,
-                options={"require": required},
+                # exp is checked below, after its type: PyJWT reads "true" or "123" as numbers.
+                options={"require": required, "verify_exp": False},
             )
-        except jwt.ExpiredSignatureError:
-            raise TokenExpired() from None
-        except jwt.PyJWTError:
+        except (jwt.PyJWTError, ValueError, RecursionError):
             raise TokenInvalid() from None
         user_id = claims.get(self._claim)
         if not isinstance(user_id, str) or not user_id or len(user_id) > MAX_USER_ID_CHARS:
             raise TokenInvalid()
         exp = claims["exp"]
-        if not isinstance(exp, int | float):
+        if isinstance(exp, bool) or not isinstance(exp, int | float) or not math.isfinite(exp):
             raise TokenInvalid()
+        # RFC 7519 4.1.4: refused on or after exp (plus the leeway), as PyJWT does.
+        if exp <= time.time() - self._leeway:
+            raise TokenExpired()
         return Identity(user_id=user_id, expires_at=float(exp))
 
     def mint(self, subject: str, ttl: float, **claims: Any) -> str:
         """Sign a token for ``subject`` valid for ``ttl`` seconds (the CLI's ``token``)."""
+        if self._secret is None:
+            raise ConfigError(
+                "chatbot token signs with the shared secret (HS*); with public-key "
+                "algorithms your identity provider issues the tokens"
+            )
         now = int(time.time())
         payload: dict[str, Any] = {self._claim: subject, "iat": now, "exp": now + int(ttl)}
         if self._audience is not None:
@@ -128,4 +204,4 @@ class TokenVerifier:
         if self._issuer is not None:
             payload["iss"] = self._issuer
         payload.update(claims)
-        return jwt.encode(payload, self._key, algorithm=self._algorithms[0])
+        return jwt.encode(payload, self._secret, algorithm=self._algorithms[0])

@@ -28,6 +28,7 @@ def parse_duration(text: str) -> int:
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from chatbot.redact import add_redaction
     from chatbot.settings import Settings, with_jwt_secret
 
     settings, note = with_jwt_secret(Settings.from_env())
@@ -36,10 +37,15 @@ def serve(args: argparse.Namespace) -> int:
     log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
     # chatbot's own records (a failing backend, a shutdown in progress) go where uvicorn's do.
     log_config["loggers"]["chatbot"] = {"handlers": ["default"], "level": "INFO"}
+    # No token in any log line, uvicorn's request lines included (a refused ?token=...).
+    add_redaction(log_config)
     common: dict[str, Any] = {
         "host": args.host if args.host is not None else settings.host,
         "port": args.port if args.port is not None else settings.port,
         "ws_max_size": settings.max_frame_bytes,
+        # Chat frames are small; compression would cost each socket zlib state and CPU, and
+        # mix a reply's text with what others can influence (docs/security.md).
+        "ws_per_message_deflate": False,
         "log_level": settings.log_level,
         "log_config": log_config,
         "proxy_headers": False,

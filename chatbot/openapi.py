@@ -54,7 +54,8 @@ def _message_cursor(name: str, description: str) -> dict[str, Any]:
         "in": "query",
         "required": False,
         "description": description,
-        "schema": {"type": "integer", "minimum": 0},
+        # 18 digits at most: the ids are SQLite integers.
+        "schema": {"type": "integer", "minimum": 0, "maximum": 999_999_999_999_999_999},
     }
 
 
@@ -181,6 +182,7 @@ SCHEMAS: dict[str, Any] = {
 }
 
 _SECURED: list[dict[str, list[str]]] = [{"bearer": []}]
+_TOO_LARGE = _error("body_too_large: the body is larger than CHATBOT_MAX_BODY_BYTES")
 _SESSION_RESPONSES = {
     "401": _UNAUTHORIZED,
     "404": _error("No such session for this user"),
@@ -214,7 +216,11 @@ PATHS: dict[str, Any] = {
                 "201": _json(_ref("Session"), "The new session"),
                 "400": _error("The body is not a JSON object"),
                 "401": _UNAUTHORIZED,
+                "413": _TOO_LARGE,
                 "422": _error("Unknown backend or model, or a bad field"),
+                "429": _error(
+                    "too_many_sessions: the caller owns CHATBOT_MAX_SESSIONS_PER_USER sessions"
+                ),
             },
         },
     },
@@ -237,6 +243,7 @@ PATHS: dict[str, Any] = {
             "responses": {
                 "200": _json(_ref("Session"), "The renamed session"),
                 "400": _error("The body is not a JSON object"),
+                "413": _TOO_LARGE,
                 "422": _error("A bad title"),
                 **_SESSION_RESPONSES,
             },

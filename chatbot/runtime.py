@@ -9,6 +9,7 @@ from starlette.requests import HTTPConnection
 from chatbot.auth import TokenVerifier
 from chatbot.backends import BackendRegistry
 from chatbot.conversation import Conversations
+from chatbot.limits import UserLimits
 from chatbot.settings import Settings
 from chatbot.stores.base import SessionStore
 
@@ -24,6 +25,7 @@ class Runtime:
     backends: BackendRegistry
     verifier: TokenVerifier
     conversations: Conversations
+    limits: UserLimits
 
 
 def runtime_of(connection: HTTPConnection) -> Runtime:

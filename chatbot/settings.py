@@ -23,6 +23,8 @@ from starlette.config import Config
 from starlette.datastructures import Secret
 
 from chatbot.errors import ConfigError
+from chatbot.jwks import check_jwks_url, public_key_algorithms, read_public_key_setting
+from chatbot.limits import normalize_origin
 
 HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
 ASYMMETRIC_ALGORITHMS = frozenset(
@@ -30,6 +32,7 @@ ASYMMETRIC_ALGORITHMS = frozenset(
 )
 MIN_SECRET_BYTES = 32
 MAX_LEEWAY_SECONDS = 60
+MAX_JWKS_REFRESH_SECONDS = 86_400
 SECRET_FILE_NAME = "jwt-secret"  # noqa: S105 (a file name, not a secret)
 
 
@@ -96,6 +99,12 @@ class Settings:
     jwt_issuer: str | None = None
     jwt_leeway: float = 30.0
     jwt_user_claim: str = "sub"
+    #: The identity provider's PEM public key, for public-key algorithms (RS256, ES256...).
+    jwt_public_key: str | None = field(default=None, repr=False)
+    #: Where the identity provider publishes its keys, for public-key algorithms.
+    jwt_jwks_url: str | None = None
+    #: Least seconds between two JWKS requests made because a token named an unknown kid.
+    jwt_jwks_refresh_seconds: float = 60.0
     database_url: str = "sqlite:///./chatbot.db"
     data_dir: Path = Path(".chatbot")
     backends: Mapping[str, BackendConfig] = field(default_factory=_default_backends)
@@ -110,6 +119,21 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     log_level: str = "info"
+    #: Browser origins allowed to open the chat socket; empty: same-origin only; "*": any.
+    allowed_origins: tuple[str, ...] = ()
+    #: Largest HTTP request body; a larger one is answered 413 without being read.
+    max_body_bytes: int = 262_144
+    #: Chat messages a user may send per minute, across all their sockets.
+    rate_limit_per_minute: int = 30
+    #: Messages a rate-limited user may still send (each refused) before the socket that
+    #: sends the next one is closed with 4429.
+    flood_tolerance: int = 10
+    max_sockets_per_user: int = 10
+    max_sessions_per_user: int = 1000
+    #: Seconds without a client frame after which a socket is closed (1000, idle timeout).
+    idle_timeout: float = 300.0
+    #: Bytes of frames waiting for a socket that does not read before it is closed (1008).
+    max_pending_bytes: int = 1_048_576
 
     def __post_init__(self) -> None:
         self.validate()
@@ -146,10 +170,14 @@ class Settings:
         algorithms = get("JWT_ALGORITHMS")
         if algorithms is not None:
             values["jwt_algorithms"] = tuple(a.strip() for a in algorithms.split(",") if a.strip())
+        public_key = get("JWT_PUBLIC_KEY")
+        if public_key is not None:
+            values["jwt_public_key"] = read_public_key_setting(public_key)
         for name in (
             "JWT_AUDIENCE",
             "JWT_ISSUER",
             "JWT_USER_CLAIM",
+            "JWT_JWKS_URL",
             "DATABASE_URL",
             "SYSTEM_PROMPT",
             "HOST",
@@ -160,16 +188,27 @@ class Settings:
                 values[name.lower()] = value
         for name, kind in (
             ("JWT_LEEWAY", float),
+            ("JWT_JWKS_REFRESH_SECONDS", float),
             ("MAX_MESSAGE_CHARS", int),
             ("MAX_FRAME_BYTES", int),
             ("CONTEXT_MESSAGES", int),
             ("SESSION_QUEUE_SIZE", int),
             ("SHUTDOWN_GRACE", float),
             ("PORT", int),
+            ("MAX_BODY_BYTES", int),
+            ("RATE_LIMIT_PER_MINUTE", int),
+            ("FLOOD_TOLERANCE", int),
+            ("MAX_SOCKETS_PER_USER", int),
+            ("MAX_SESSIONS_PER_USER", int),
+            ("IDLE_TIMEOUT", float),
+            ("MAX_PENDING_BYTES", int),
         ):
             number = get_number(name, kind)
             if number is not None:
                 values[name.lower()] = number
+        origins = get("ALLOWED_ORIGINS")
+        if origins is not None:
+            values["allowed_origins"] = tuple(o.strip() for o in origins.split(",") if o.strip())
         data_dir = get("DATA_DIR")
         if data_dir is not None:
             values["data_dir"] = Path(data_dir)
@@ -222,14 +261,52 @@ class Settings:
             raise ConfigError(
                 f"CHATBOT_JWT_LEEWAY must be between 0 and {MAX_LEEWAY_SECONDS} seconds"
             )
+        # One kind of key only: a secret for HS*, a public key or a JWKS URL for the others.
+        if self.jwt_public_key is not None and self.jwt_jwks_url is not None:
+            raise ConfigError("set CHATBOT_JWT_PUBLIC_KEY or CHATBOT_JWT_JWKS_URL, not both")
+        if self.uses_hmac and (self.jwt_public_key is not None or self.jwt_jwks_url is not None):
+            raise ConfigError(
+                "CHATBOT_JWT_PUBLIC_KEY and CHATBOT_JWT_JWKS_URL serve public-key algorithms, "
+                "but CHATBOT_JWT_ALGORITHMS allows HMAC (HS*) ones (HS256 is the default); set "
+                "CHATBOT_JWT_ALGORITHMS=RS256 (or ES256...) to use the identity provider's keys"
+            )
+        if not self.uses_hmac and self.jwt_secret is not None:
+            raise ConfigError(
+                "CHATBOT_JWT_SECRET serves HMAC (HS*) algorithms, but CHATBOT_JWT_ALGORITHMS "
+                "allows public-key ones; unset CHATBOT_JWT_SECRET"
+            )
+        if self.jwt_public_key is not None:
+            public_key_algorithms(self.jwt_public_key, self.jwt_algorithms)
+        if self.jwt_jwks_url is not None:
+            check_jwks_url(self.jwt_jwks_url)
+        if not 1 <= self.jwt_jwks_refresh_seconds <= MAX_JWKS_REFRESH_SECONDS:
+            raise ConfigError(
+                "CHATBOT_JWT_JWKS_REFRESH_SECONDS must be between 1 and "
+                f"{MAX_JWKS_REFRESH_SECONDS} seconds"
+            )
         for name in (
             "max_message_chars",
             "max_frame_bytes",
             "context_messages",
             "session_queue_size",
+            "max_body_bytes",
+            "rate_limit_per_minute",
+            "max_sockets_per_user",
+            "max_sessions_per_user",
+            "max_pending_bytes",
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"CHATBOT_{name.upper()} must be at least 1")
+        if self.flood_tolerance < 0:
+            raise ConfigError("CHATBOT_FLOOD_TOLERANCE must be 0 or more")
+        if not 0 < self.idle_timeout < float("inf"):
+            raise ConfigError("CHATBOT_IDLE_TIMEOUT must be a number of seconds above 0")
+        for origin in self.allowed_origins:
+            if origin != "*" and normalize_origin(origin) is None:
+                raise ConfigError(
+                    f"CHATBOT_ALLOWED_ORIGINS: {origin!r} is not an origin; write "
+                    "scheme://host[:port], e.g. https://chat.example.com, or * for any"
+                )
         if self.shutdown_grace < 0:
             raise ConfigError("CHATBOT_SHUTDOWN_GRACE must be a number of seconds >= 0")
         if not 0 < self.port < 65536:

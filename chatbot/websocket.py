@@ -18,9 +18,10 @@ from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from chatbot.auth import SUBPROTOCOL, bearer_from_header, bearer_from_subprotocols
+from chatbot.auth import SUBPROTOCOL, Identity, bearer_from_header, bearer_from_subprotocols
 from chatbot.conversation import DeltaEvent, Event, Job, ReplyEvent
 from chatbot.errors import AuthError, InvalidRequest, NotFound
+from chatbot.limits import TooManySessions
 from chatbot.runtime import Runtime, runtime_of
 from chatbot.serialize import dumps, is_utf8, timestamp
 
@@ -32,17 +33,41 @@ CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
 CLOSE_INTERNAL_ERROR = 1011
 CLOSE_UNAUTHORIZED = 4401
+CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
+CLOSE_TOO_MANY = 4429
 
 MAX_CLIENT_ID_CHARS = 128
 MAX_PENDING_FRAMES = 1024
+#: What a queued frame is counted as beyond its text (keys, ids, timestamps, usage).
+FRAME_OVERHEAD_BYTES = 256
+
+
+def _text_bytes(text: str) -> int:
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def _frame_bytes(frame: dict[str, Any]) -> int:
+    """About the size of a frame once serialised: its text in UTF-8, plus an overhead."""
+    size = FRAME_OVERHEAD_BYTES
+    for key in ("message", "delta"):
+        value = frame.get(key)
+        if isinstance(value, str):
+            size += _text_bytes(value)
+    return size
 
 
 class Connection:
     """One open socket: the frames waiting to be sent, and how this client wants them."""
 
     def __init__(
-        self, websocket: WebSocket, session_id: str, *, extended: bool, wants_deltas: bool
+        self,
+        websocket: WebSocket,
+        session_id: str,
+        *,
+        extended: bool,
+        wants_deltas: bool,
+        max_pending_bytes: int = 1_048_576,
     ) -> None:
         self.websocket = websocket
         self.session_id = session_id
@@ -55,6 +80,12 @@ class Connection:
         self._pending: collections.deque[dict[str, Any]] = collections.deque()
         self._wake = asyncio.Event()
         self._close: tuple[int, str] | None = None
+        #: The frames waiting to be sent are bounded in number and in bytes (about).
+        self.max_pending_bytes = max_pending_bytes
+        self.pending_bytes = 0
+        self.peak_pending_bytes = 0
+        #: When the client last sent a frame (time.monotonic), for the idle timeout.
+        self.last_frame_at = time.monotonic()
 
     @property
     def closing(self) -> bool:
@@ -63,12 +94,26 @@ class Connection:
     def send(self, frame: dict[str, Any]) -> None:
         if self._close is not None:
             return
-        if len(self._pending) >= MAX_PENDING_FRAMES:
-            # The client stopped reading; holding more would grow memory without bound.
-            self.close(CLOSE_POLICY, "client is not reading its frames")
+        size = _frame_bytes(frame)
+        if len(self._pending) >= MAX_PENDING_FRAMES or (
+            self._pending and self.pending_bytes + size > self.max_pending_bytes
+        ):
+            self._not_reading()
             return
         self._pending.append(frame)
+        self._count(size)
         self._wake.set()
+
+    def _count(self, size: int) -> None:
+        self.pending_bytes += size
+        self.peak_pending_bytes = max(self.peak_pending_bytes, self.pending_bytes)
+
+    def _not_reading(self) -> None:
+        # The client stopped reading; holding more would grow memory without bound. What is
+        # queued is dropped too: the close goes right after the frame being sent now.
+        self._pending.clear()
+        self.pending_bytes = 0
+        self.close(CLOSE_POLICY, "client is not reading its frames")
 
     def close(self, code: int, reason: str) -> None:
         if self._close is None:
@@ -79,6 +124,8 @@ class Connection:
         if isinstance(event, ReplyEvent):
             self.send(self._reply_frame(event))
         elif isinstance(event, DeltaEvent):
+            if self._close is not None:
+                return
             last = self._pending[-1] if self._pending else None
             if (
                 last is not None
@@ -87,7 +134,12 @@ class Connection:
             ):
                 # Not sent yet: grow that frame rather than queue another, so a fast
                 # backend and a slower client do not pile up thousands of tiny frames.
+                size = _text_bytes(event.text)
+                if self.pending_bytes + size > self.max_pending_bytes:
+                    self._not_reading()
+                    return
                 last["delta"] += event.text
+                self._count(size)
                 return
             frame: dict[str, Any] = {
                 "type": "delta",
@@ -101,13 +153,21 @@ class Connection:
             self.send_error(event.code, event.message, event.retryable, event.reply_to)
 
     def send_error(
-        self, code: str, message: str, retryable: bool = False, reply_to: str | None = None
+        self,
+        code: str,
+        message: str,
+        retryable: bool = False,
+        reply_to: str | None = None,
+        *,
+        retry_after: int | None = None,
     ) -> None:
         frame: dict[str, Any] = {
             "type": "error",
             "error": {"code": code, "message": message, "retryable": retryable},
             "session_id": self.session_id,
         }
+        if retry_after is not None:
+            frame["error"]["retry_after"] = retry_after
         if reply_to is not None:
             frame["reply_to"] = reply_to
         self.send(frame)
@@ -144,7 +204,9 @@ class Connection:
                 await self._wake.wait()
                 self._wake.clear()
                 while self._pending:
-                    await self.websocket.send_text(dumps(self._pending.popleft()))
+                    frame = self._pending.popleft()
+                    self.pending_bytes -= _frame_bytes(frame)
+                    await self.websocket.send_text(dumps(frame))
                 if self._close is not None:
                     code, reason = self._close
                     await self.websocket.close(code, reason)
@@ -170,13 +232,30 @@ async def chat_endpoint(websocket: WebSocket) -> None:
     runtime = runtime_of(websocket)
     offered = list(websocket.scope.get("subprotocols") or [])
     subprotocol = SUBPROTOCOL if SUBPROTOCOL in offered else None
+    if not runtime.limits.origin_allowed(websocket.headers):
+        # Before anything else: a page of another site learns nothing, not even whether
+        # the token it got a browser to send is valid (cross-site WebSocket hijacking).
+        await _reject(websocket, subprotocol, CLOSE_FORBIDDEN, "origin not allowed")
+        return
     try:
         token = bearer_from_header(websocket.headers) or bearer_from_subprotocols(offered)
-        identity = runtime.verifier.verify(token)
+        identity = await runtime.verifier.verify(token)
     except AuthError as exc:
         await _reject(websocket, subprotocol, CLOSE_UNAUTHORIZED, exc.reason)
         return
+    limits = runtime.limits
+    if not limits.open_socket(identity.user_id, websocket):
+        await _reject(websocket, subprotocol, CLOSE_TOO_MANY, "too many connections")
+        return
+    try:
+        await _chat(websocket, runtime, identity, subprotocol)
+    finally:
+        limits.close_socket(identity.user_id, websocket)
 
+
+async def _chat(
+    websocket: WebSocket, runtime: Runtime, identity: Identity, subprotocol: str | None
+) -> None:
     store = runtime.store
     requested = websocket.query_params.get("session_id") or None
     try:
@@ -184,11 +263,14 @@ async def chat_endpoint(websocket: WebSocket) -> None:
             session = await store.get_session(identity.user_id, requested)
         else:
             backend = runtime.backends.get(runtime.backends.default)
-            session = await store.create_session(
-                identity.user_id, backend=backend.name, model=backend.default_model
+            session = await runtime.limits.create_session(
+                store, identity.user_id, backend=backend.name, model=backend.default_model
             )
     except NotFound:
         await _reject(websocket, subprotocol, CLOSE_NOT_FOUND, "session not found")
+        return
+    except TooManySessions:
+        await _reject(websocket, subprotocol, CLOSE_TOO_MANY, "too many sessions")
         return
 
     await websocket.accept(subprotocol=subprotocol)
@@ -197,6 +279,7 @@ async def chat_endpoint(websocket: WebSocket) -> None:
         session.id,
         extended=subprotocol is not None,
         wants_deltas=websocket.query_params.get("stream") in ("1", "true"),
+        max_pending_bytes=runtime.settings.max_pending_bytes,
     )
     if requested is None:
         # Exactly the original document's frame, and no other key.
@@ -212,11 +295,13 @@ async def chat_endpoint(websocket: WebSocket) -> None:
     expiry = asyncio.create_task(
         _close_at_expiry(connection, identity.expires_at + runtime.verifier.leeway)
     )
+    idle = asyncio.create_task(_close_when_idle(connection, runtime.settings.idle_timeout))
     try:
         await _read(websocket, connection, runtime, identity.user_id)
     finally:
         runtime.conversations.unsubscribe(session.id, connection)
         expiry.cancel()
+        idle.cancel()
         connection.close(CLOSE_NORMAL, "")
         with contextlib.suppress(Exception):
             await writer
@@ -227,12 +312,25 @@ async def _close_at_expiry(connection: Connection, at: float) -> None:
     connection.close(CLOSE_UNAUTHORIZED, "token expired")
 
 
+async def _close_when_idle(connection: Connection, idle_seconds: float) -> None:
+    """Close with 1000 ``idle timeout`` once the client sent no frame for ``idle_seconds``.
+    Protocol-level pings do not count (uvicorn answers them; the app never sees them);
+    a ``{"type": "ping"}`` frame does."""
+    while not connection.closing:
+        left = connection.last_frame_at + idle_seconds - time.monotonic()
+        if left <= 0:
+            connection.close(CLOSE_NORMAL, "idle timeout")
+            return
+        await asyncio.sleep(left)
+
+
 async def _read(websocket: WebSocket, connection: Connection, runtime: Runtime, owner: str) -> None:
     limit = runtime.settings.max_frame_bytes
     while not connection.closing:
         message = await websocket.receive()
         if message["type"] == "websocket.disconnect":
             return
+        connection.last_frame_at = time.monotonic()
         text = message.get("text")
         if text is None:
             connection.close(CLOSE_UNSUPPORTED, "binary frames are not part of the protocol")
@@ -253,7 +351,15 @@ def _handle(text: str, connection: Connection, runtime: Runtime, owner: str) -> 
         connection.send_error("invalid_message", "a frame must be a JSON object")
         return
     client_id = data.get("id")
-    reply_to = client_id if isinstance(client_id, str) and is_utf8(client_id) else None
+    # Echo only an id that could be valid: a rejected huge one would make the error frame
+    # itself larger than the frame limit.
+    reply_to = (
+        client_id
+        if isinstance(client_id, str)
+        and 0 < len(client_id) <= MAX_CLIENT_ID_CHARS
+        and is_utf8(client_id)
+        else None
+    )
     try:
         kind = data.get("type", "message")
         if kind == "ping":
@@ -266,11 +372,36 @@ def _handle(text: str, connection: Connection, runtime: Runtime, owner: str) -> 
         if kind != "message":
             raise InvalidRequest("invalid_message", "type must be 'message', 'ping' or 'cancel'")
         job = _validate(data, connection, runtime, owner)
+        if not _within_rate_limit(connection, runtime, owner, reply_to):
+            return
         if job.stream:
             runtime.conversations.enable_deltas(connection.session_id, connection)
         runtime.conversations.submit(connection.session_id, job)
     except InvalidRequest as exc:
         connection.send_error(exc.code, exc.message, exc.code == "busy", reply_to)
+
+
+def _within_rate_limit(
+    connection: Connection, runtime: Runtime, owner: str, reply_to: str | None
+) -> bool:
+    """Count a message against its user's limit (all their sockets together); refuse it
+    with ``rate_limited``, or close the socket 4429 when the user keeps flooding."""
+    decision = runtime.limits.messages.hit(owner)
+    if decision.allowed:
+        return True
+    if decision.refused > runtime.settings.flood_tolerance:
+        connection.close(CLOSE_TOO_MANY, "persistent flooding")
+        return False
+    limit = runtime.settings.rate_limit_per_minute
+    connection.send_error(
+        "rate_limited",
+        f"more than {limit} messages a minute; the message was not stored, send it again "
+        f"in {decision.retry_after} s",
+        True,
+        reply_to,
+        retry_after=decision.retry_after,
+    )
+    return False
 
 
 def _validate(data: dict[str, Any], connection: Connection, runtime: Runtime, owner: str) -> Job:

@@ -202,6 +202,17 @@ class StoreContract:
 
     # -- listing sessions -----------------------------------------------------------------
 
+    def test_count_sessions_counts_the_owners_only(self, store: StoreHarness) -> None:
+        assert store.count_sessions("alice") == 0
+        made = [store.create_session("alice", backend="echo") for _ in range(3)]
+        store.create_session("bob", backend="echo")
+        assert store.count_sessions("alice") == 3
+        assert store.count_sessions("bob") == 1
+        store.delete_session("alice", made[0].id)
+        assert store.count_sessions("alice") == 2
+        # The default implementation (paging through list_sessions) agrees.
+        assert store.run(SessionStore.count_sessions(store.store, "alice")) == 2
+
     def test_list_sessions_most_recently_active_first(self, store: StoreHarness) -> None:
         sessions = [store.create_session("alice", backend="echo") for _ in range(5)]
         ids = [s.id for s in sessions]

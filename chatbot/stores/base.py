@@ -124,6 +124,17 @@ class SessionStore(abc.ABC):
         """``owner``'s sessions, most recently active first; raises ``InvalidRequest``
         for a cursor it did not issue."""
 
+    async def count_sessions(self, owner: str) -> int:
+        """How many sessions ``owner`` has. This default pages through
+        :meth:`list_sessions`; implementations override it with one query."""
+        count, cursor = 0, None
+        while True:
+            page = await self.list_sessions(owner, limit=100, cursor=cursor)
+            count += len(page.sessions)
+            if page.next_cursor is None:
+                return count
+            cursor = page.next_cursor
+
     @abc.abstractmethod
     async def rename_session(self, owner: str, session_id: str, title: str | None) -> Session:
         """Set the title and return the updated session."""

@@ -291,6 +291,10 @@ class SQLiteStore(SessionStore):
             next_cursor = encode_cursor(last.updated_at, last.id)
         return SessionPage(sessions=sessions, next_cursor=next_cursor)
 
+    async def count_sessions(self, owner: str) -> int:
+        rows = await self._fetchall("SELECT COUNT(*) FROM sessions WHERE owner = ?", (owner,))
+        return int(rows[0][0])
+
     async def rename_session(self, owner: str, session_id: str, title: str | None) -> Session:
         async with (
             self._lock,
