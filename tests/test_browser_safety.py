@@ -3,16 +3,11 @@ frames (permessage-deflate) that cannot blow up the server's memory."""
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import logging
 import os
-import signal
-import socket
-import subprocess
 import sys
-import time
 import tracemalloc
 import zlib
 from collections.abc import Callable, Iterator
@@ -27,7 +22,6 @@ from websockets.typing import Origin, Subprotocol
 from chatbot.limits import normalize_origin, origin_allowed
 from chatbot.redact import REDACTED, RedactSecrets, add_redaction, redact
 from tests.conftest import (
-    SECRET,
     LiveServer,
     ServerFactory,
     bearer,
@@ -35,6 +29,7 @@ from tests.conftest import (
     make_token,
     recv_json,
 )
+from tests.processes import ServeProcess
 
 ALICE = make_token("alice")
 BOB = make_token("bob")
@@ -228,66 +223,6 @@ def test_redact_keeps_what_is_not_a_credential() -> None:
     line = '127.0.0.1:1 - "GET /api/sessions/abc/messages?limit=5&before=10 HTTP/1.1" 200'
     assert redact(line) == line
     assert redact("/ws/chat/?session_id=QGpUb0egXuCFS153BKM89w&stream=1").endswith("stream=1")
-
-
-class ServeProcess:
-    """``python -m chatbot serve`` (or ``command``, given the port) on a free port, its
-    stdout and stderr in one file."""
-
-    def __init__(
-        self, tmp_path: Path, command: Callable[[int], list[str]] | None = None, **env: str
-    ) -> None:
-        self.command = command or (lambda port: ["-m", "chatbot", "serve", "--port", str(port)])
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("CHATBOT_")}
-        self.env.update(
-            CHATBOT_JWT_SECRET=SECRET,
-            CHATBOT_DATABASE_URL=f"sqlite:///{tmp_path / 'chat.db'}",
-            CHATBOT_DATA_DIR=str(tmp_path / "data"),
-            **env,
-        )
-        self.cwd = tmp_path
-        self.log = tmp_path / "serve.log"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws/chat/"
-
-    def __enter__(self) -> ServeProcess:
-        with self.log.open("wb") as output:
-            self.process = subprocess.Popen(
-                [sys.executable, *self.command(self.port)],
-                cwd=self.cwd, env=self.env, stdout=output, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        deadline = time.monotonic() + 20
-        while True:
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{self.url}/healthz").status_code == 200:
-                    return self
-            assert self.process.poll() is None, self.log.read_text()
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.05)
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def stop(self) -> str:
-        """Stop the server (SIGTERM, as an init system would) and return all it printed."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.log.read_text(encoding="utf-8", errors="replace")
 
 
 @pytest.fixture

@@ -7,37 +7,15 @@ import base64
 import os
 import socket
 import struct
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import httpx
-
-from tests.conftest import SECRET, make_token
+from tests.conftest import make_token
+from tests.processes import ServeProcess
 
 
 def test_invalid_utf8_is_one_warning_line_without_a_traceback(tmp_path: Path) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHATBOT_")}
-    env.update(CHATBOT_JWT_SECRET=SECRET, CHATBOT_DATABASE_URL=f"sqlite:///{tmp_path / 'c.db'}")
-    log = tmp_path / "server.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "chatbot", "serve", "--port", str(port)],
-            cwd=tmp_path, env=env, stdout=output, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/healthz")
-                break
-            except httpx.TransportError:
-                assert process.poll() is None and time.monotonic() < deadline, log.read_text()
-                time.sleep(0.05)
+    with ServeProcess(tmp_path) as server:
+        port = server.port
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
             key = base64.b64encode(os.urandom(16)).decode()
             sock.sendall(
@@ -58,10 +36,7 @@ def test_invalid_utf8_is_one_warning_line_without_a_traceback(tmp_path: Path) ->
                 chunk = sock.recv(65536)
                 assert chunk, "the server dropped the connection without a close frame"
                 received += chunk
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-    output = log.read_text()
+        output = server.stop()
     assert "Invalid UTF-8 sequence received from client." in output
     assert "Traceback" not in output
     assert "ERROR" not in output

@@ -8,78 +8,41 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
-import socket
 import sqlite3
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from websockets.sync.client import ClientConnection, connect
 
-from tests.conftest import SECRET, bearer, expect_close, make_token, recv_json
+from tests.conftest import bearer, expect_close, make_token, recv_json
+from tests.processes import ServeProcess
 
 ALICE = make_token("alice")
 WORDS = 30
 LONG = " ".join(f"w{n}" for n in range(WORDS))
 
 
-class ServerProcess:
-    """``chatbot serve`` in a subprocess, on a free port, with a slow echo backend."""
+class ServerProcess(ServeProcess):
+    """``chatbot serve`` with a slow echo backend and a shutdown grace of its own."""
 
     def __init__(self, tmp_path: Path, *, delay: float, grace: float) -> None:
         (tmp_path / "chatbot.toml").write_text(
             f'default_backend = "slow"\n[backends.slow]\ntype = "echo"\ndelay = {delay}\n'
         )
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        self.db = tmp_path / "chat.db"
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("CHATBOT_")}
-        self.env.update(
-            CHATBOT_JWT_SECRET=SECRET,
-            CHATBOT_DATABASE_URL=f"sqlite:///{self.db}",
+        super().__init__(
+            tmp_path,
+            CHATBOT_CONFIG=str(tmp_path / "chatbot.toml"),
             CHATBOT_SHUTDOWN_GRACE=str(grace),
         )
-        self.cwd = tmp_path
-        self.log = tmp_path / "server.log"
-        self.process: subprocess.Popen[bytes] | None = None
+        self.db = tmp_path / "chat.db"
 
     def start(self) -> ServerProcess:
-        with self.log.open("ab") as output:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "chatbot", "serve", "--port", str(self.port)],
-                cwd=self.cwd, env=self.env, stdout=output, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{self.port}/readyz").status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            assert self.process.poll() is None, self.log.read_text()
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.05)
-
-    def signal(self, sig: int) -> None:
-        assert self.process is not None
-        self.process.send_signal(sig)
-
-    def wait(self, timeout: float = 30) -> int:
-        assert self.process is not None
-        return self.process.wait(timeout=timeout)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=10)
+        self.__enter__()
+        return self
 
     def ws(self, path: str = "/ws/chat/") -> ClientConnection:
         return connect(

@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +19,7 @@ from websockets.sync.client import connect
 from tests.conftest import SECRET, LiveServer, bearer, make_token, recv_json
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.openai_server import FakeOpenAI
+from tests.processes import ServeProcess
 
 OPENAI_KEY = "sk-proj-openai-key-must-never-leak-0123456789"
 ANTHROPIC_KEY = "sk-ant-anthropic-key-must-never-leak-0123456789"
@@ -95,33 +94,16 @@ def test_keys_never_reach_logs_frames_or_responses(
 ) -> None:
     openai_fake, openai_server, _, anthropic_server = vendors
     write_config(tmp_path, openai_server.url, anthropic_server.url)
-    port = free_port()
-    env = environment(
+    seen: list[str] = []
+    with ServeProcess(
         tmp_path,
         OPENAI_API_KEY=OPENAI_KEY,
         ANTHROPIC_API_KEY=ANTHROPIC_KEY,
         WRONG_OPENAI_KEY=WRONG_KEY,
+        CHATBOT_CONFIG=str(tmp_path / "chatbot.toml"),
         CHATBOT_LOG_LEVEL="debug",
-    )
-    log = tmp_path / "server.log"
-    seen: list[str] = []
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "chatbot", "serve", "--port", str(port)],
-            cwd=tmp_path, env=env, stdout=output, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx.get(base + "/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None, log.read_text()
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+    ) as server:
+        base = server.url
         with httpx.Client(base_url=base, headers=bearer(ALICE)) as http:
             for path in ("/api/backends", "/openapi.json", "/api/sessions"):
                 seen.append(http.get(path).text)
@@ -135,8 +117,7 @@ def test_keys_never_reach_logs_frames_or_responses(
         openai_fake.server_error(status=500)
         for name, session_id in sessions.items():
             with connect(
-                f"ws://127.0.0.1:{port}/ws/chat/?session_id={session_id}",
-                additional_headers=bearer(ALICE),
+                f"{server.ws_url}?session_id={session_id}", additional_headers=bearer(ALICE)
             ) as ws:
                 replies = []
                 for text in ("hello", "again"):
@@ -147,9 +128,7 @@ def test_keys_never_reach_logs_frames_or_responses(
         with httpx.Client(base_url=base, headers=bearer(ALICE)) as http:
             for session_id in sessions.values():
                 seen.append(http.get(f"/api/sessions/{session_id}/messages").text)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=30)
+        output = server.stop()
     # What each backend answered: the 500 on gpt's first call, then the fakes' text; the
     # wrong key is refused by the fake OpenAI with a 401.
     assert frames["gpt"][0]["error"]["code"] == "backend_unavailable"
@@ -164,7 +143,6 @@ def test_keys_never_reach_logs_frames_or_responses(
         f"Bearer {OPENAI_KEY}", f"Bearer {WRONG_KEY}",
     }  # fmt: skip
     # ...and nothing else.
-    output = log.read_text()
     assert "Application startup complete" in output
     for key in (OPENAI_KEY, ANTHROPIC_KEY, WRONG_KEY):
         assert key not in output
