@@ -152,9 +152,6 @@ class BackendRegistry:
     def __iter__(self) -> Any:
         return iter(self._backends.values())
 
-    def names(self) -> list[str]:
-        return list(self._backends)
-
     def config(self, name: str) -> BackendConfig:
         """The server-side settings of a configured backend (fallback, prompt, budget)."""
         return self._configs[name]

@@ -19,8 +19,6 @@ from chatbot.errors import InvalidRequest
 
 Role = Literal["user", "assistant"]
 Status = Literal["complete", "cancelled", "error", "in_progress"]
-ROLES: tuple[Role, ...] = ("user", "assistant")
-STATUSES: tuple[Status, ...] = ("complete", "cancelled", "error", "in_progress")
 # A cursor this server issues is a timestamp and a session id: well under this.
 MAX_CURSOR_CHARS = 256
 
