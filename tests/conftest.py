@@ -25,6 +25,14 @@ from chatbot.settings import Settings
 
 SECRET = "test-secret-that-is-long-enough-for-every-hmac-algorithm-0123456789abcdef"
 OTHER_SECRET = "another-secret-that-is-long-enough-for-every-hmac-algorithm-fedcba9876543210"
+#: Per-user limits high enough that tests sending hundreds of generated messages and
+#: sessions never meet them (the tests of the limits themselves set their own).
+GENEROUS_LIMITS: dict[str, int] = {
+    "rate_limit_per_minute": 1_000_000,
+    "flood_tolerance": 1_000_000,
+    "max_sockets_per_user": 10_000,
+    "max_sessions_per_user": 1_000_000,
+}
 
 
 def make_token(

@@ -24,25 +24,20 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection
 
-from chatbot.settings import BackendConfig, Settings
-from tests.conftest import LiveServer, ServerFactory, expect_close, make_token, recv_json
+from chatbot.settings import BackendConfig
+from tests.conftest import (
+    GENEROUS_LIMITS,
+    LiveServer,
+    ServerFactory,
+    expect_close,
+    make_token,
+    recv_json,
+)
 
 ALICE = make_token("alice")
 BOB = make_token("bob")
 #: Seconds between two words of the echo backend's reply: a reply of n words takes n/20 s.
 DELAY = 0.05
-
-
-def generous_limits() -> dict[str, Any]:
-    """Per-user limits high enough for these tests, for those limits the settings know."""
-    wanted = {
-        "rate_limit_per_minute": 100_000,
-        "flood_tolerance": 100_000,
-        "max_sockets_per_user": 1_000,
-        "max_sessions_per_user": 100_000,
-    }
-    known = {f.name for f in dataclasses.fields(Settings)}
-    return {name: value for name, value in wanted.items() if name in known}
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +46,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     settings = factory.settings(
         backends={"echo": BackendConfig("echo", "echo", {"delay": DELAY})},
         default_backend="echo",
-        **generous_limits(),
+        **GENEROUS_LIMITS,
     )
     live = factory(settings)
     yield live

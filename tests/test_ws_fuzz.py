@@ -16,7 +16,6 @@ socket, since a well-behaved client library refuses to send them). The propertie
 from __future__ import annotations
 
 import base64
-import dataclasses
 import json
 import logging
 import os
@@ -36,8 +35,14 @@ from hypothesis.vendor import pretty
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection
 
-from chatbot.settings import Settings
-from tests.conftest import LiveServer, ServerFactory, expect_close, make_token, recv_json
+from tests.conftest import (
+    GENEROUS_LIMITS,
+    LiveServer,
+    ServerFactory,
+    expect_close,
+    make_token,
+    recv_json,
+)
 
 # Importing schemathesis (its pytest plugin does it at start-up) replaces Hypothesis'
 # printer of failing examples with one that prints nothing, for the whole test run; put
@@ -117,24 +122,11 @@ class Fuzzed:
         return self.session_id
 
 
-def generous_limits() -> dict[str, Any]:
-    """Per-user quotas high enough for hundreds of generated messages and sessions, for
-    those quotas the settings know."""
-    wanted = {
-        "rate_limit_per_minute": 1_000_000,
-        "flood_tolerance": 1_000_000,
-        "max_sockets_per_user": 10_000,
-        "max_sessions_per_user": 1_000_000,
-    }
-    known = {f.name for f in dataclasses.fields(Settings)}
-    return {name: value for name, value in wanted.items() if name in known}
-
-
 @pytest.fixture(scope="module")
 def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fuzzed]:
     factory = ServerFactory(tmp_path_factory.mktemp("ws-fuzz"), [])
     server = factory(
-        max_message_chars=MAX_MESSAGE_CHARS, max_frame_bytes=MAX_FRAME_BYTES, **generous_limits()
+        max_message_chars=MAX_MESSAGE_CHARS, max_frame_bytes=MAX_FRAME_BYTES, **GENEROUS_LIMITS
     )
     recorder = Recorder()
     # uvicorn's loggers do not propagate to the root logger; ours do, unless configured.
