@@ -13,7 +13,7 @@ from starlette.routing import Route
 from chatbot.auth import Identity, bearer_from_header
 from chatbot.errors import InvalidRequest, NotFound
 from chatbot.runtime import Runtime, runtime_of
-from chatbot.serialize import is_utf8, message_json, session_json
+from chatbot.serialize import error_response, is_utf8, message_json, session_json
 from chatbot.websocket import CLOSE_NOT_FOUND
 
 MAX_TITLE_CHARS = 200
@@ -190,10 +190,7 @@ async def readyz(request: Request) -> Response:
     try:
         await runtime.store.ping()
     except Exception:
-        return JSONResponse(
-            {"error": {"code": "not_ready", "message": "the store does not answer"}},
-            status_code=503,
-        )
+        return error_response(503, "not_ready", "the store does not answer")
     return JSONResponse({"status": "ready"})
 
 

@@ -14,7 +14,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 
 from chatbot import api
@@ -25,6 +25,7 @@ from chatbot.errors import AuthError, InvalidRequest, NotFound, TokenMissing
 from chatbot.limits import BodySizeLimit, UserLimits
 from chatbot.openapi import openapi
 from chatbot.runtime import STATE_KEY, Runtime
+from chatbot.serialize import error_response
 from chatbot.settings import Settings, with_jwt_secret
 from chatbot.stores import store_for_url
 from chatbot.websocket import chat_endpoint
@@ -32,34 +33,28 @@ from chatbot.websocket import chat_endpoint
 logger = logging.getLogger("chatbot")
 
 
-def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
-    return JSONResponse(
-        {"error": {"code": code, "message": message}}, status_code=status, headers=headers
-    )
-
-
 async def _auth_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, AuthError)
     # RFC 6750: no error code when no credentials were sent.
     challenge = "Bearer" if isinstance(exc, TokenMissing) else 'Bearer error="invalid_token"'
-    return _error(
+    return error_response(
         401, exc.reason.replace(" ", "_"), exc.reason, headers={"WWW-Authenticate": challenge}
     )
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:
-    return _error(404, "not_found", str(exc))
+    return error_response(404, "not_found", str(exc))
 
 
 async def _invalid(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, InvalidRequest)
-    return _error(exc.status, exc.code, exc.message)
+    return error_response(exc.status, exc.code, exc.message)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     codes = {404: "not_found", 405: "method_not_allowed"}
-    return _error(
+    return error_response(
         exc.status_code,
         codes.get(exc.status_code, "http_error"),
         str(exc.detail),
@@ -68,7 +63,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _server_error(request: Request, exc: Exception) -> Response:
-    return _error(500, "internal_error", "the server failed; try again later")
+    return error_response(500, "internal_error", "the server failed; try again later")
 
 
 def create_app(

@@ -27,6 +27,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chatbot.errors import ChatbotError, InvalidRequest
+from chatbot.serialize import error_response
 
 if TYPE_CHECKING:
     from chatbot.settings import Settings
@@ -115,14 +116,10 @@ class BodyTooLarge(ChatbotError):
 
 
 def body_too_large_response(limit: int) -> JSONResponse:
-    return JSONResponse(
-        {
-            "error": {
-                "code": "body_too_large",
-                "message": f"the request body is larger than {limit} bytes",
-            }
-        },
-        status_code=413,
+    return error_response(
+        413,
+        "body_too_large",
+        f"the request body is larger than {limit} bytes",
         # The rest of the body is not wanted: do not keep reading it for a next request.
         headers={"Connection": "close"},
     )

@@ -6,6 +6,8 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from starlette.responses import JSONResponse
+
 from chatbot.stores.base import Message, Session
 
 
@@ -44,6 +46,15 @@ def message_json(message: Message) -> dict[str, Any]:
     if message.usage is not None:
         body["usage"] = message.usage
     return body
+
+
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """An HTTP error in the API's one shape: ``{"error": {"code": ..., "message": ...}}``."""
+    return JSONResponse(
+        {"error": {"code": code, "message": message}}, status_code=status, headers=headers
+    )
 
 
 def is_utf8(text: str) -> bool:
