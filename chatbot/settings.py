@@ -134,6 +134,21 @@ class Settings:
     idle_timeout: float = 300.0
     #: Bytes of frames waiting for a socket that does not read before it is closed (1008).
     max_pending_bytes: int = 1_048_576
+    #: Seconds one frame may take to reach a client before its socket is dropped (1008).
+    send_timeout: float = 30.0
+    #: Serve the chat page at ``/``.
+    web_ui: bool = True
+    #: CSP ``frame-ancestors`` of the chat page: who may put it in a frame.
+    frame_ancestors: str = "'none'"
+    #: Seconds the token in the sign-in link that ``chatbot serve`` and ``chatbot open``
+    #: print stays valid.
+    link_ttl: float = 43_200.0
+    #: OpenID Connect for the chat page: the issuer and the page's (public) client id.
+    oidc_issuer: str | None = None
+    oidc_client_id: str | None = None
+    oidc_scopes: str = "openid profile email"
+    #: Which OIDC token the page sends as its bearer: "access" or "id".
+    oidc_token: str = "access"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -182,6 +197,11 @@ class Settings:
             "SYSTEM_PROMPT",
             "HOST",
             "LOG_LEVEL",
+            "FRAME_ANCESTORS",
+            "OIDC_ISSUER",
+            "OIDC_CLIENT_ID",
+            "OIDC_SCOPES",
+            "OIDC_TOKEN",
         ):
             value = get(name)
             if value is not None:
@@ -202,6 +222,8 @@ class Settings:
             ("MAX_SESSIONS_PER_USER", int),
             ("IDLE_TIMEOUT", float),
             ("MAX_PENDING_BYTES", int),
+            ("SEND_TIMEOUT", float),
+            ("LINK_TTL", float),
         ):
             number = get_number(name, kind)
             if number is not None:
@@ -212,13 +234,12 @@ class Settings:
         data_dir = get("DATA_DIR")
         if data_dir is not None:
             values["data_dir"] = Path(data_dir)
-        auto_migrate = get("AUTO_MIGRATE")
-        if auto_migrate is not None:
-            if auto_migrate.lower() not in ("1", "0", "true", "false", "yes", "no"):
-                raise ConfigError(
-                    f"CHATBOT_AUTO_MIGRATE must be true or false, got {auto_migrate!r}"
-                )
-            values["auto_migrate"] = auto_migrate.lower() in ("1", "true", "yes")
+        for name in ("AUTO_MIGRATE", "WEB_UI"):
+            flag = get(name)
+            if flag is not None:
+                if flag.lower() not in ("1", "0", "true", "false", "yes", "no"):
+                    raise ConfigError(f"CHATBOT_{name} must be true or false, got {flag!r}")
+                values[name.lower()] = flag.lower() in ("1", "true", "yes")
 
         config_path = get("CONFIG")
         if config_path is not None:
@@ -307,6 +328,19 @@ class Settings:
                     f"CHATBOT_ALLOWED_ORIGINS: {origin!r} is not an origin; write "
                     "scheme://host[:port], e.g. https://chat.example.com, or * for any"
                 )
+        if not 0 < self.send_timeout < float("inf"):
+            raise ConfigError("CHATBOT_SEND_TIMEOUT must be a number of seconds above 0")
+        if not 0 < self.link_ttl < float("inf"):
+            raise ConfigError("CHATBOT_LINK_TTL must be a number of seconds above 0")
+        if (self.oidc_issuer is None) != (self.oidc_client_id is None):
+            raise ConfigError(
+                "set both CHATBOT_OIDC_ISSUER and CHATBOT_OIDC_CLIENT_ID for sign-in with "
+                "OpenID Connect, or neither"
+            )
+        if self.oidc_token not in ("access", "id"):
+            raise ConfigError(
+                f"CHATBOT_OIDC_TOKEN must be 'access' or 'id', got {self.oidc_token!r}"
+            )
         if self.shutdown_grace < 0:
             raise ConfigError("CHATBOT_SHUTDOWN_GRACE must be a number of seconds >= 0")
         if not 0 < self.port < 65536:
