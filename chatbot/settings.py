@@ -148,7 +148,7 @@ class Settings:
     oidc_client_id: str | None = None
     oidc_scopes: str = "openid profile email"
     #: Which OIDC token the page sends as its bearer: "access" or "id".
-    oidc_token: str = "access"
+    oidc_token: str = "access"  # noqa: S105 (a choice of token, not a secret)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -426,10 +426,41 @@ def with_jwt_secret(settings: Settings) -> tuple[Settings, str | None]:
                 handle.write(value + "\n")
             note = f"Generated a JWT secret in {path} (mode 0600); {hint}"
             return replace(settings, jwt_secret=Secret(value)), note
-    value = path.read_text(encoding="utf-8").strip()
+    value = _read_secret_file(path)
+    return replace(settings, jwt_secret=Secret(value)), f"Using the JWT secret in {path}; {hint}"
+
+
+def read_jwt_secret(settings: Settings) -> Settings:
+    """Settings that hold the server's JWT secret, for commands that mint tokens beside a
+    server (``chatbot token``, ``chatbot open``, ``chatbot chat``). Unlike
+    :func:`with_jwt_secret` this never creates a secret: one made here would sign tokens
+    that the server, using another, refuses."""
+    if not settings.uses_hmac:
+        raise ConfigError(
+            "tokens are signed with the shared secret (HS*) only; with public-key algorithms "
+            "your identity provider issues the tokens"
+        )
+    if settings.jwt_secret is not None:
+        return settings
+    path = settings.secret_file
+    if not path.is_file():
+        raise ConfigError(
+            f"no JWT secret: CHATBOT_JWT_SECRET is unset and {path.resolve()} does not exist. "
+            "Run this command in the directory where `chatbot serve` runs (it creates that "
+            "file on its first start), or set CHATBOT_DATA_DIR or CHATBOT_JWT_SECRET as the "
+            "server has them"
+        )
+    return replace(settings, jwt_secret=Secret(_read_secret_file(path)))
+
+
+def _read_secret_file(path: Path) -> str:
+    try:
+        value = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read the JWT secret in {path}: {exc}") from None
     if len(value.encode()) < MIN_SECRET_BYTES:
         raise ConfigError(
             f"the JWT secret in {path} is shorter than {MIN_SECRET_BYTES} bytes; "
             "delete the file to have a new one generated"
         )
-    return replace(settings, jwt_secret=Secret(value)), f"Using the JWT secret in {path}; {hint}"
+    return value
