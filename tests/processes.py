@@ -21,17 +21,29 @@ from tests.conftest import SECRET
 FOREIGN_PREFIXES = ("CHATBOT_", "OPENAI_", "ANTHROPIC_")
 
 
+def free_port() -> int:
+    """A loopback port that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
 class ServeProcess:
     """``python -m chatbot serve`` (or ``command``, given the port) on a free port, its
     stdout and stderr in one file."""
 
     def __init__(
-        self, tmp_path: Path, command: Callable[[int], list[str]] | None = None, **env: str
+        self,
+        tmp_path: Path,
+        command: Callable[[int], list[str]] | None = None,
+        *,
+        port: int | None = None,
+        **env: str,
     ) -> None:
         self.command = command or (lambda port: ["-m", "chatbot", "serve", "--port", str(port)])
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
+        # A given port restarts a server where its clients expect it (their reconnects).
+        self.port = port if port is not None else free_port()
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(FOREIGN_PREFIXES)}
         self.env.update(
             CHATBOT_JWT_SECRET=SECRET,
