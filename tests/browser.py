@@ -1,8 +1,8 @@
 """Chromium driven by Playwright for the chat page's tests: one browser per test module, a
 fresh context per test, and a record of console errors that every test ends by checking.
 
-Import the fixtures a test module uses, e.g.
-``from tests.browser import browser, console, new_page, page  # noqa: F401``.
+A test module loads the fixtures (``browser``, ``new_page``, ``page``, ``console``) with
+``pytest_plugins = ["tests.browser"]``, and imports the helpers it calls.
 Only Debian's Chromium is used (``apt-get install chromium``): nothing here downloads a
 browser. Where it or Playwright is missing the tests skip with the reason, except under
 ``CI=true``, where they fail: CI must never skip a browser test.
@@ -156,3 +156,21 @@ def open_chat(page: Page, base: str, token: str) -> None:
 
     page.goto(chat_url(base, token))
     expect(page.get_by_role("textbox", name="Message")).to_be_editable()
+
+
+def send_message(page: Page, text: str) -> None:
+    """Type ``text`` into the message box and press the Send button."""
+    page.get_by_role("textbox", name="Message").fill(text)
+    page.get_by_role("button", name="Send").click()
+
+
+def wait_for_replies(page: Page, count: int) -> None:
+    """Wait until the transcript shows ``count`` echo replies and none is streaming."""
+    from playwright.sync_api import expect
+
+    page.wait_for_function(
+        "n => (document.querySelector('[role=log]')?.textContent.match(/Echo:/g) ?? [])"
+        ".length >= n",
+        arg=count,
+    )
+    expect(page.get_by_role("log")).to_have_attribute("aria-busy", "false")
