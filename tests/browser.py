@@ -2,7 +2,9 @@
 fresh context per test, and a record of console errors that every test ends by checking.
 
 A test module loads the fixtures (``browser``, ``new_page``, ``page``, ``console``) with
-``pytest_plugins = ["tests.browser"]``, and imports the helpers it calls.
+``pytest_plugins = ["tests.browser"]``, and imports the helpers it calls. That import comes
+first, too early for pytest to rewrite this module's asserts, hence PYTEST_DONT_REWRITE
+(its asserts carry their own messages).
 Only Debian's Chromium is used (``apt-get install chromium``): nothing here downloads a
 browser. Where it or Playwright is missing the tests skip with the reason, except under
 ``CI=true``, where they fail: CI must never skip a browser test.
