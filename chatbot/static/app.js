@@ -1,0 +1,502 @@
+// The chat page: signs in, lists the sessions, shows one, and sends messages over its socket.
+
+import * as auth from "./auth.js";
+import { api, ApiError, AuthRequired } from "./api.js";
+import { icon } from "./icons.js";
+import { Connection, newClientId } from "./socket.js";
+import { Sidebar, titleOf, UNTITLED } from "./sidebar.js";
+import { Transcript } from "./transcript.js";
+
+const $ = (id) => document.getElementById(id);
+const HISTORY_PAGE = 50;
+const TITLE_CHARS = 60;
+const TOAST_MS = 8000;
+
+const box = $("message");
+const transcript = new Transcript($("transcript"), $("messages"), $("history-status"), $("empty"), $("jump"));
+const sidebar = new Sidebar($("session-list"), $("sessions-status"), $("confirm-delete"), {
+  select: () => closeSidebar(),
+  renamed: (session) => {
+    if (session.session_id === sessionId) setTitle(titleOf(session));
+  },
+  deleted: (id) => {
+    if (id === sessionId) newChat();
+  },
+  error: (error) => report(error),
+});
+
+let entered = false;
+let sessionId = null;
+let connection = null;
+let buffered = null;
+let historyMore = false;
+let loadingOlder = false;
+let creating = false;
+let backends = null;
+let toastTimer = 0;
+// The text of each message sent, by client id, for "Retry".
+const sent = new Map();
+
+// Signing in -------------------------------------------------------------------------------
+
+function showSignIn(reason) {
+  $("loading").hidden = true;
+  $("app").hidden = true;
+  $("signin").hidden = false;
+  $("signin-reason").textContent = reason || "Paste a token to start chatting.";
+  $("signin-error").textContent = "";
+  if (auth.hasOidc()) {
+    const button = $("oidc-signin");
+    button.textContent = "Sign in with " + auth.oidcHost();
+    button.hidden = false;
+    $("oidc-or").hidden = false;
+    button.focus();
+  } else {
+    $("token-input").focus();
+  }
+}
+
+function signedIn() {
+  $("signin").hidden = true;
+  $("app").hidden = false;
+  $("user-name").textContent = auth.userName() ? "Signed in as " + auth.userName() : "";
+  if (!entered) {
+    enter();
+    return;
+  }
+  if (connection) connection.resume();
+  else route();
+  if (sidebar.sessions.size === 0) sidebar.load();
+  if (backends === null) loadBackends();
+}
+
+$("token-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const input = $("token-input");
+  if (!input.value.trim()) return;
+  auth.setToken(input.value);
+  if (auth.currentToken() === null) {
+    auth.forgetToken();
+    $("signin-error").textContent =
+      "This token has expired, or is not a token. Get a new one with: chatbot token --sub you";
+    return;
+  }
+  try {
+    await api("GET", "api/sessions?limit=1");
+  } catch (error) {
+    if (error instanceof AuthRequired) auth.forgetToken();
+    $("signin-error").textContent =
+      error instanceof AuthRequired
+        ? error.message.replace("sign in again", "check that you pasted all of it, or get a new one")
+        : error.message;
+    return;
+  }
+  input.value = "";
+  signedIn();
+});
+
+$("oidc-signin").addEventListener("click", async () => {
+  try {
+    await auth.signInWithOidc();
+  } catch (error) {
+    $("signin-error").textContent = error.message;
+  }
+});
+
+$("sign-out").addEventListener("click", async () => {
+  closeConnection();
+  sessionId = null;
+  transcript.reset();
+  sidebar.clear();
+  try {
+    await auth.signOut();
+  } catch (error) {
+    report(error);
+  }
+  showSignIn("You signed out.");
+});
+
+// Errors and the connection banner --------------------------------------------------------
+
+function report(error) {
+  if (error instanceof AuthRequired) {
+    showSignIn(error.message);
+    return;
+  }
+  toast(error instanceof ApiError || error instanceof Error ? error.message : String(error));
+}
+
+function toast(text) {
+  const node = $("toast");
+  node.textContent = text;
+  node.hidden = false;
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => {
+    node.hidden = true;
+  }, TOAST_MS);
+}
+
+function banner(text) {
+  const node = $("banner");
+  node.textContent = text || "";
+  node.hidden = !text;
+}
+
+// Sessions ---------------------------------------------------------------------------------
+
+function setTitle(text) {
+  $("chat-title").textContent = text;
+  document.title = text === UNTITLED ? "Chat" : text + " · Chat";
+}
+
+function closeConnection() {
+  if (connection) connection.close();
+  connection = null;
+  buffered = null;
+  banner("");
+  updateBusy();
+}
+
+function connect(id, { buffer = false } = {}) {
+  buffered = buffer ? [] : null;
+  const conn = new Connection(id, auth.currentToken, {
+    frame: (frame, options) => {
+      if (conn !== connection) return;
+      if (buffered) buffered.push([frame, options]);
+      else onFrame(frame, options);
+    },
+    state: (name, detail) => {
+      if (conn !== connection) return;
+      if (name === "reconnecting" && detail.attempt > 0) {
+        const why = detail.reason ? ` (${detail.reason})` : "";
+        banner(`Connection lost${why}, reconnecting…`);
+      } else if (name !== "connecting" && name !== "reconnecting") {
+        banner("");
+      }
+    },
+    auth: () => {
+      if (conn === connection) showSignIn("Your sign-in has expired; sign in again to go on.");
+    },
+    gone: () => {
+      if (conn !== connection) return;
+      sidebar.drop(id);
+      newChat();
+      toast("That chat no longer exists; it may have been deleted.");
+    },
+    fatal: (message) => {
+      if (conn === connection) banner(message);
+    },
+  });
+  connection = conn;
+  conn.start();
+  return conn;
+}
+
+function onFrame(frame, { replace }) {
+  if (frame.type === "delta") {
+    transcript.delta(frame.reply_to ?? "", frame.delta, replace);
+  } else if (frame.type === "message") {
+    transcript.final(frame);
+    sidebar.touch(sessionId);
+  } else if (frame.type === "error") {
+    const id = frame.reply_to;
+    transcript.error(frame, id && sent.has(id) ? () => resend(id) : null);
+  } else if (frame.type === "title" && typeof frame.title === "string") {
+    const session = sidebar.get(sessionId);
+    if (session) sidebar.upsert({ ...session, title: frame.title });
+    setTitle(frame.title);
+  }
+  updateBusy();
+}
+
+function updateBusy() {
+  const busy = transcript.streaming || Boolean(connection && connection.pending);
+  transcript.setBusy(busy);
+  $("stop").hidden = !busy;
+}
+
+async function openSession(id) {
+  closeConnection();
+  sessionId = id;
+  historyMore = false;
+  transcript.reset();
+  transcript.updateEmpty(false);
+  showChooser(false);
+  sidebar.setActive(id);
+  setTitle(titleOf(sidebar.get(id)));
+  closeSidebar();
+  // The socket first, so no reply is missed; its frames wait until the history is shown.
+  const conn = connect(id, { buffer: true });
+  const path = "api/sessions/" + encodeURIComponent(id);
+  try {
+    const [session, page] = await Promise.all([
+      api("GET", path),
+      api("GET", `${path}/messages?limit=${HISTORY_PAGE}`),
+    ]);
+    if (conn !== connection) return;
+    setTitle(titleOf(session));
+    transcript.addHistory(page.messages);
+    historyMore = page.has_more;
+  } catch (error) {
+    if (conn !== connection) return;
+    if (error instanceof ApiError && error.status === 404) {
+      closeConnection();
+      sidebar.drop(id);
+      newChat();
+      toast("That chat does not exist, or is not yours.");
+      return;
+    }
+    report(error);
+  }
+  const waiting = buffered || [];
+  buffered = null;
+  for (const [frame, options] of waiting) onFrame(frame, options);
+  transcript.updateEmpty(true);
+  await fillView();
+}
+
+/** Older pages until the transcript can scroll (a short window shows little per page). */
+async function fillView() {
+  const log = $("transcript");
+  while (historyMore && log.scrollHeight <= log.clientHeight && (await loadOlder())) {
+    // loadOlder() made progress; look again.
+  }
+}
+
+async function loadOlder() {
+  const id = sessionId;
+  const before = transcript.oldestId();
+  if (!historyMore || loadingOlder || id === null || before === null) return false;
+  loadingOlder = true;
+  transcript.setHistoryStatus("Loading older messages…");
+  try {
+    const page = await api(
+      "GET",
+      `api/sessions/${encodeURIComponent(id)}/messages?limit=${HISTORY_PAGE}&before=${before}`,
+    );
+    if (id !== sessionId) return false;
+    transcript.addHistory(page.messages, { older: true });
+    historyMore = page.has_more;
+    return true;
+  } catch (error) {
+    report(error);
+    return false;
+  } finally {
+    loadingOlder = false;
+    transcript.setHistoryStatus("");
+  }
+}
+transcript.onNearTop = () => loadOlder();
+
+function newChat({ push = true } = {}) {
+  closeConnection();
+  sessionId = null;
+  historyMore = false;
+  transcript.reset();
+  transcript.updateEmpty(true);
+  sidebar.setActive(null);
+  setTitle(UNTITLED);
+  showChooser(true);
+  closeSidebar();
+  if (push && location.hash) history.pushState(null, "", location.pathname + location.search);
+  box.focus();
+}
+
+function route() {
+  const match = /(?:^#|&)session=([^&]+)/.exec(location.hash);
+  const id = match ? decodeURIComponent(match[1]) : null;
+  if (id === null) newChat({ push: false });
+  else if (id !== sessionId) openSession(id);
+}
+
+window.addEventListener("hashchange", route);
+window.addEventListener("online", () => connection?.retryNow());
+$("new-chat").addEventListener("click", () => newChat());
+
+// The backend and model of a new chat -------------------------------------------------------
+
+async function loadBackends() {
+  try {
+    const data = await api("GET", "api/backends");
+    backends = data.backends;
+  } catch (error) {
+    report(error);
+    return;
+  }
+  const select = $("backend");
+  select.replaceChildren(
+    ...backends.map((backend) => {
+      const option = new Option(backend.name, backend.name, backend.default, backend.default);
+      return option;
+    }),
+  );
+  showModels();
+  showChooser(sessionId === null);
+}
+
+function showModels() {
+  const backend = backends?.find((b) => b.name === $("backend").value);
+  const select = $("model");
+  const free = $("model-free");
+  if (!backend) return;
+  if (backend.models.length) {
+    select.replaceChildren(...backend.models.map((m) => new Option(m, m, m === backend.default_model, m === backend.default_model)));
+    select.hidden = false;
+    free.hidden = true;
+  } else {
+    // Any model name goes: an empty field means the backend's default.
+    free.value = "";
+    free.placeholder = backend.default_model || "default";
+    select.hidden = true;
+    free.hidden = false;
+  }
+}
+$("backend").addEventListener("change", showModels);
+
+function showChooser(show) {
+  $("chooser").hidden = !(show && backends !== null && backends.length > 0);
+}
+
+function chosen() {
+  const backend = $("backend").value;
+  if (!backend) return {};
+  const model = $("model").hidden ? $("model-free").value.trim() : $("model").value;
+  return model ? { backend, model } : { backend };
+}
+
+// Sending ----------------------------------------------------------------------------------
+
+function titleFrom(text) {
+  const words = text.trim().replace(/\s+/g, " ");
+  if (words.length <= TITLE_CHARS) return words;
+  const cut = words.slice(0, TITLE_CHARS);
+  const space = cut.lastIndexOf(" ");
+  return (space > TITLE_CHARS / 3 ? cut.slice(0, space) : cut) + "…";
+}
+
+async function send() {
+  const text = box.value;
+  if (!text.trim() || creating) return;
+  if (sessionId === null) {
+    creating = true;
+    let session;
+    try {
+      session = await api("POST", "api/sessions", { title: titleFrom(text), ...chosen() });
+    } catch (error) {
+      report(error);
+      return;
+    } finally {
+      creating = false;
+    }
+    sessionId = session.session_id;
+    history.pushState(null, "", "#session=" + encodeURIComponent(sessionId));
+    sidebar.upsert(session);
+    sidebar.setActive(sessionId);
+    setTitle(titleOf(session));
+    showChooser(false);
+    connect(sessionId);
+  }
+  box.value = "";
+  const id = newClientId();
+  sent.set(id, text);
+  transcript.addUser(text, id);
+  connection.send({ message: text, id, stream: true });
+  sidebar.touch(sessionId);
+  updateBusy();
+}
+
+function resend(id) {
+  const text = sent.get(id);
+  if (text === undefined || connection === null) return;
+  transcript.userEntry(id)?.node.classList.add("pending");
+  connection.send({ message: text, id, stream: true });
+  updateBusy();
+}
+
+function stop() {
+  if (connection) connection.cancel();
+}
+
+$("composer").addEventListener("submit", (event) => {
+  event.preventDefault();
+  send();
+});
+box.addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+    event.preventDefault();
+    send();
+  }
+});
+$("stop").addEventListener("click", stop);
+document.addEventListener("keydown", (event) => {
+  if (event.key !== "Escape" || event.defaultPrevented || $("confirm-delete").open) return;
+  if (document.querySelector(".app.sidebar-open")) {
+    closeSidebar();
+    return;
+  }
+  if (!$("stop").hidden) {
+    event.preventDefault();
+    stop();
+  }
+});
+
+// The sidebar on narrow screens -------------------------------------------------------------
+
+function closeSidebar() {
+  $("app").classList.remove("sidebar-open");
+  $("toggle-sidebar").setAttribute("aria-expanded", "false");
+  $("backdrop").hidden = true;
+}
+
+$("toggle-sidebar").append(icon("menu"));
+$("toggle-sidebar").addEventListener("click", () => {
+  const open = !$("app").classList.contains("sidebar-open");
+  $("app").classList.toggle("sidebar-open", open);
+  $("toggle-sidebar").setAttribute("aria-expanded", String(open));
+  $("backdrop").hidden = !open;
+  if (open) document.querySelector(".session-link[aria-current]")?.focus();
+});
+$("backdrop").addEventListener("click", closeSidebar);
+
+// Start ------------------------------------------------------------------------------------
+
+function enter() {
+  entered = true;
+  $("loading").hidden = true;
+  $("signin").hidden = true;
+  $("app").hidden = false;
+  $("user-name").textContent = auth.userName() ? "Signed in as " + auth.userName() : "";
+  sidebar.load();
+  loadBackends();
+  route();
+}
+
+async function start() {
+  let config = { oidc: null };
+  try {
+    const response = await fetch("config.json", { cache: "no-store" });
+    if (response.ok) config = await response.json();
+  } catch {
+    // The server is down: the API calls below say so.
+  }
+  let problem = "";
+  if (config.oidc) {
+    try {
+      const oidc = await import("./oidc.js");
+      auth.useOidc(oidc, config.oidc);
+      oidc.onRenew(() => {
+        if (!$("signin").hidden) signedIn();
+      });
+      await oidc.completeSignIn(config.oidc);
+    } catch (error) {
+      problem = "Sign-in failed: " + error.message;
+    }
+  }
+  if (auth.currentToken() === null) {
+    showSignIn(problem);
+    return;
+  }
+  enter();
+}
+
+start();
