@@ -6,7 +6,6 @@ inside another ASGI app (see docs/embedding.md).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Mapping
@@ -22,7 +21,6 @@ from chatbot import api, web
 from chatbot.auth import TokenVerifier
 from chatbot.backends import Backend, BackendRegistry
 from chatbot.conversation import Conversations
-from chatbot.cors import cors_middleware
 from chatbot.errors import AuthError, InvalidRequest, NotFound, TokenMissing
 from chatbot.limits import BodySizeLimit, UserLimits
 from chatbot.openapi import openapi
@@ -102,14 +100,9 @@ def create_app(
             runtime = Runtime(settings, store, backends, verifier, conversations, limits)
             # The server's graceful shutdown (chatbot.server) finds the runtime here.
             app.state.chatbot = runtime
-            # In the background: an identity provider that is down must not hold up the start.
-            discovery = asyncio.create_task(verifier.prefetch())
             try:
                 yield {STATE_KEY: runtime}
             finally:
-                discovery.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await discovery
                 await conversations.aclose()
                 await backends.aclose()
                 app.state.chatbot = None
@@ -127,14 +120,8 @@ def create_app(
     return Starlette(
         routes=routes,
         lifespan=lifespan,
-        middleware=[
-            # Outermost, so that a 413 from the body limit also carries the CORS headers
-            # (a front end on another origin could not read it otherwise).
-            *cors_middleware(settings),
-            # Outside the routes, so that a body too large is refused before any handler
-            # reads it.
-            Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes),
-        ],
+        # Outside the routes, so that a body too large is refused before any handler reads it.
+        middleware=[Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)],
         exception_handlers={
             AuthError: _auth_error,
             NotFound: _not_found,
