@@ -21,6 +21,7 @@ from chatbot import api, web
 from chatbot.auth import TokenVerifier
 from chatbot.backends import Backend, BackendRegistry
 from chatbot.conversation import Conversations
+from chatbot.cors import cors_middleware
 from chatbot.errors import AuthError, InvalidRequest, NotFound, TokenMissing
 from chatbot.limits import BodySizeLimit, UserLimits
 from chatbot.openapi import openapi
@@ -120,8 +121,14 @@ def create_app(
     return Starlette(
         routes=routes,
         lifespan=lifespan,
-        # Outside the routes, so that a body too large is refused before any handler reads it.
-        middleware=[Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)],
+        middleware=[
+            # Outermost, so that a 413 from the body limit also carries the CORS headers
+            # (a front end on another origin could not read it otherwise).
+            *cors_middleware(settings),
+            # Outside the routes, so that a body too large is refused before any handler
+            # reads it.
+            Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes),
+        ],
         exception_handlers={
             AuthError: _auth_error,
             NotFound: _not_found,

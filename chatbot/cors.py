@@ -1,0 +1,49 @@
+"""CORS for the HTTP API: front ends on the origins ``CHATBOT_ALLOWED_ORIGINS`` names may
+call it from a browser.
+
+The setting already decides which pages may open the chat socket; the same list governs the
+API, so one origin is allowed everywhere or nowhere. Without it no CORS header is sent and
+browsers keep other origins out (same origin only). Credentials are never allowed: the API
+authenticates with the ``Authorization`` header, not with cookies, so a page from an allowed
+origin still needs a token of its own.
+"""
+
+from __future__ import annotations
+
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+
+from chatbot.limits import ANY_ORIGIN, normalize_origin
+from chatbot.settings import Settings
+
+#: Every method the API routes answer.
+METHODS = ("GET", "POST", "PATCH", "DELETE")
+#: The request headers a front end sends (Content-Type for JSON bodies).
+HEADERS = ("Authorization", "Content-Type")
+#: Response headers a front end may read besides the CORS-safelisted ones: a 401's reason.
+EXPOSED = ("WWW-Authenticate",)
+#: Seconds a browser may reuse a preflight's answer.
+PREFLIGHT_MAX_AGE = 600
+
+
+def cors_middleware(settings: Settings) -> list[Middleware]:
+    """The CORS middleware for ``settings``, or none when only the same origin is allowed."""
+    if not settings.allowed_origins:
+        return []
+    if ANY_ORIGIN in settings.allowed_origins:
+        origins = [ANY_ORIGIN]
+    else:
+        # Browsers send an origin as scheme://host[:port], lower case, without a default
+        # port; the setting may be written otherwise (validated by Settings).
+        origins = [normalize_origin(origin) or origin for origin in settings.allowed_origins]
+    return [
+        Middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=METHODS,
+            allow_headers=HEADERS,
+            allow_credentials=False,
+            expose_headers=EXPOSED,
+            max_age=PREFLIGHT_MAX_AGE,
+        )
+    ]
