@@ -106,6 +106,10 @@ def path_from_url(url: str) -> str:
     return path
 
 
+def _try_to_open(path: str) -> None:
+    sqlite3.connect(path).close()
+
+
 def _stamp(when: datetime) -> str:
     return when.isoformat(timespec="microseconds")
 
@@ -160,16 +164,48 @@ class SQLiteStore(SessionStore):
 
     async def open(self) -> None:
         if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = await aiosqlite.connect(self.path, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        for pragma in (
-            "PRAGMA journal_mode = WAL",
-            "PRAGMA busy_timeout = 5000",
-            "PRAGMA foreign_keys = ON",
-            "PRAGMA synchronous = FULL",
-        ):
-            await self._db.execute(pragma)
+            folder = Path(self.path).parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                # "File exists" would not say which file is in the way.
+                blocking = [p for p in (folder, *folder.parents) if p.is_file()]
+                reason = f"{blocking[0]} is a file" if blocking else exc.strerror or str(exc)
+                raise ConfigError(
+                    f"cannot create the folder {folder} of the SQLite database: {reason}; "
+                    "point CHATBOT_DATABASE_URL at a file in a writable folder"
+                ) from None
+        try:
+            if self.path != ":memory:":
+                # When the file cannot be opened at all, aiosqlite stops its thread without
+                # waiting for it, and the thread then fails on the closed event loop; an
+                # open of our own finds that out first.
+                await asyncio.to_thread(_try_to_open, self.path)
+            self._db = await aiosqlite.connect(self.path, isolation_level=None)
+            self._db.row_factory = sqlite3.Row
+            for pragma in (
+                "PRAGMA journal_mode = WAL",
+                "PRAGMA busy_timeout = 5000",
+                "PRAGMA foreign_keys = ON",
+                "PRAGMA synchronous = FULL",
+            ):
+                await self._db.execute(pragma)
+        except (OSError, sqlite3.Error) as exc:
+            # Close now: aiosqlite's thread would otherwise keep the process alive after a
+            # failed start.
+            await self.close()
+            raise self._unusable(exc) from None
+
+    def _unusable(self, exc: OSError | sqlite3.Error) -> ConfigError:
+        """The one-line error of a database file that cannot be opened or migrated."""
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        if Path(self.path).is_dir():
+            reason = "it is a folder"
+        return ConfigError(
+            f"cannot use the SQLite database {self.path}: {reason}; point "
+            "CHATBOT_DATABASE_URL at a database file chatbot can read and write (a new one "
+            "is created where none exists), or move a damaged file away"
+        )
 
     async def close(self) -> None:
         if self._db is not None:
@@ -204,6 +240,12 @@ class SQLiteStore(SessionStore):
                 raise NotFound()
 
     async def migrate(self) -> list[str]:
+        try:
+            return await self._migrate()
+        except sqlite3.Error as exc:
+            raise self._unusable(exc) from None
+
+    async def _migrate(self) -> list[str]:
         applied_now: list[str] = []
         async with self._write() as db:
             await db.execute(
@@ -225,12 +267,16 @@ class SQLiteStore(SessionStore):
         return applied_now
 
     async def applied_migrations(self) -> list[str]:
-        rows = await self._fetchall(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'chatbot_migrations'"
-        )
-        if not rows:
-            return []
-        rows = await self._fetchall("SELECT name FROM chatbot_migrations ORDER BY name")
+        try:
+            rows = await self._fetchall(
+                "SELECT name FROM sqlite_master "
+                "WHERE type = 'table' AND name = 'chatbot_migrations'"
+            )
+            if not rows:
+                return []
+            rows = await self._fetchall("SELECT name FROM chatbot_migrations ORDER BY name")
+        except sqlite3.Error as exc:
+            raise self._unusable(exc) from None
         return [row[0] for row in rows]
 
     async def ping(self) -> None:
