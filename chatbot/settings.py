@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from starlette.config import Config
+from dotenv import dotenv_values
 from starlette.datastructures import Secret
 
 from chatbot.errors import ConfigError
@@ -34,6 +34,8 @@ MIN_SECRET_BYTES = 32
 MAX_LEEWAY_SECONDS = 60
 MAX_JWKS_REFRESH_SECONDS = 86_400
 SECRET_FILE_NAME = "jwt-secret"  # noqa: S105 (a file name, not a secret)
+#: uvicorn's log levels, which CHATBOT_LOG_LEVEL names.
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 
 
 @dataclass(frozen=True)
@@ -158,16 +160,25 @@ class Settings:
         cls,
         environ: Mapping[str, str] | None = None,
         env_file: str | Path | None = ".env",
+        *,
+        with_backends: bool = True,
     ) -> Settings:
-        """Read ``CHATBOT_*`` variables (and ``.env``), then the backends' TOML file."""
+        """Read ``CHATBOT_*`` variables (and ``.env``), then the backends' TOML file.
+
+        ``with_backends=False`` skips the TOML file and ``CHATBOT_BACKEND``, for commands
+        that only mint tokens or reach the server: a broken backend setup is not theirs to
+        report.
+        """
         env = os.environ if environ is None else environ
-        if env_file is not None and not Path(env_file).is_file():
-            env_file = None
-        config = Config(env_file=env_file, environ=env, env_prefix="CHATBOT_")
+        from_file = read_env_file(Path(env_file)) if env_file is not None else {}
 
         def get(name: str) -> str | None:
-            value = config(name, default=None)
-            return None if value in (None, "") else str(value)
+            # An empty variable counts as unset, so it does not hide the .env file's value.
+            for source in (env, from_file):
+                value = source.get(f"CHATBOT_{name}")
+                if value:
+                    return value
+            return None
 
         def get_number(name: str, kind: type[int] | type[float]) -> Any:
             raw = get(name)
@@ -241,6 +252,8 @@ class Settings:
                     raise ConfigError(f"CHATBOT_{name} must be true or false, got {flag!r}")
                 values[name.lower()] = flag.lower() in ("1", "true", "yes")
 
+        if not with_backends:
+            return cls(**values)
         config_path = get("CONFIG")
         if config_path is not None:
             path = Path(config_path)
@@ -345,6 +358,11 @@ class Settings:
             raise ConfigError("CHATBOT_SHUTDOWN_GRACE must be a number of seconds >= 0")
         if not 0 < self.port < 65536:
             raise ConfigError("CHATBOT_PORT must be between 1 and 65535")
+        if self.log_level.lower() not in LOG_LEVELS:
+            raise ConfigError(
+                f"CHATBOT_LOG_LEVEL {self.log_level!r} is not a log level; choose one of "
+                + ", ".join(LOG_LEVELS)
+            )
         if not self.backends:
             raise ConfigError("no backends are configured; add a [backends.NAME] table")
         if self.default_backend not in self.backends:
@@ -368,6 +386,25 @@ class Settings:
     @property
     def secret_file(self) -> Path:
         return self.data_dir / SECRET_FILE_NAME
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """The ``CHATBOT_*`` assignments of a ``.env`` file, ``{}`` when there is none.
+
+    python-dotenv reads the file as shells and Docker Compose write it: ``export NAME=value``
+    lines, quotes, comments. Nothing is interpolated: a ``$`` in a secret stays a ``$``.
+    """
+    if not path.is_file():
+        return {}
+    try:
+        values = dotenv_values(path, interpolate=False, encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}; fix or remove the file") from None
+    return {
+        name: value
+        for name, value in values.items()
+        if name.startswith("CHATBOT_") and value is not None
+    }
 
 
 def load_backends_file(path: Path) -> dict[str, Any]:
@@ -415,12 +452,19 @@ def with_jwt_secret(settings: Settings) -> tuple[Settings, str | None]:
     hint = "get a token with: chatbot token --sub you"
     if not path.is_file():
         value = secrets.token_urlsafe(48)
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             # O_EXCL: when two processes start at once, one writes and both read its secret.
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass
+        except OSError as exc:
+            if not path.is_file():
+                # "File exists" would not say which file is in the way.
+                blocking = [p for p in path.parents if p.is_file()]
+                reason = f"{blocking[0]} is a file" if blocking else exc.strerror or str(exc)
+                raise ConfigError(
+                    f"cannot write a JWT secret to {path}: {reason}; make CHATBOT_DATA_DIR "
+                    "a writable directory, or set CHATBOT_JWT_SECRET"
+                ) from None
         else:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 handle.write(value + "\n")

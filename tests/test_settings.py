@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -275,6 +276,74 @@ def test_a_missing_dotenv_file_is_no_error(tmp_path: Path) -> None:
     settings = Settings.from_env(environ={}, env_file=tmp_path / ".env")
     assert settings.jwt_secret is None
     assert settings.port == 8000
+
+
+def test_a_dotenv_file_as_shells_write_it(tmp_path: Path) -> None:
+    env_file = write(
+        tmp_path / ".env",
+        "# written for `source .env` too\n"
+        f"export CHATBOT_JWT_SECRET={SECRET}\n"
+        "export CHATBOT_PORT=8123  # the chat server\n"
+        "CHATBOT_SYSTEM_PROMPT='Answer in French.'\n"
+        'CHATBOT_DATA_DIR="/srv/chat bot"\n'
+        "CHATBOT_JWT_AUDIENCE=a$b\n",
+    )
+    settings = Settings.from_env(environ={}, env_file=env_file)
+    assert str(settings.jwt_secret) == SECRET
+    assert settings.port == 8123
+    assert settings.system_prompt == "Answer in French."
+    assert settings.data_dir == Path("/srv/chat bot")
+    # Nothing is interpolated: a $ in a value stays a $.
+    assert settings.jwt_audience == "a$b"
+
+
+def test_an_empty_variable_does_not_hide_the_dotenv_value(tmp_path: Path) -> None:
+    env_file = write(tmp_path / ".env", "CHATBOT_PORT=8123\nCHATBOT_JWT_LEEWAY=5\n")
+    settings = Settings.from_env(
+        environ={"CHATBOT_PORT": "", "CHATBOT_JWT_LEEWAY": "7"}, env_file=env_file
+    )
+    assert settings.port == 8123
+    assert settings.jwt_leeway == 7
+
+
+def test_an_empty_dotenv_value_counts_as_unset(tmp_path: Path) -> None:
+    env_file = write(tmp_path / ".env", "CHATBOT_PORT=\nCHATBOT_JWT_SECRET\n")
+    settings = Settings.from_env(environ={}, env_file=env_file)
+    assert settings.port == 8000
+    assert settings.jwt_secret is None
+
+
+def test_the_dotenv_file_holds_no_vendor_key(tmp_path: Path) -> None:
+    env_file = write(tmp_path / ".env", "OPENAI_API_KEY=sk-from-the-file\nCHATBOT_PORT=8123\n")
+    environ: dict[str, str] = {}
+    Settings.from_env(environ=environ, env_file=env_file)
+    # Vendor keys come from the process environment only; the file does not reach it.
+    assert environ == {}
+    assert os.environ.get("OPENAI_API_KEY") != "sk-from-the-file"
+
+
+@pytest.mark.parametrize("level", ["info", "DEBUG", "Warning", "trace", "critical", "error"])
+def test_log_levels_are_uvicorns(level: str) -> None:
+    assert from_env(CHATBOT_LOG_LEVEL=level).log_level == level
+
+
+def test_an_unknown_log_level_lists_the_valid_ones() -> None:
+    assert config_error(CHATBOT_LOG_LEVEL="verbose") == (
+        "CHATBOT_LOG_LEVEL 'verbose' is not a log level; choose one of critical, error, "
+        "warning, info, debug, trace"
+    )
+
+
+def test_without_backends_a_broken_backends_file_is_not_read(scratch_cwd: Path) -> None:
+    write(scratch_cwd / "chatbot.toml", "this is not toml [\n")
+    assert "cannot read chatbot.toml" in config_error()
+    settings = Settings.from_env(
+        environ={"CHATBOT_BACKEND": "claude", "CHATBOT_PORT": "9000"},
+        env_file=None,
+        with_backends=False,
+    )
+    assert settings.port == 9000
+    assert dict(settings.backends) == {"echo": BackendConfig(name="echo", type="echo")}
 
 
 # -- the echo backend's own options ------------------------------------------------------
