@@ -6,6 +6,7 @@ inside another ASGI app (see docs/embedding.md).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Mapping
@@ -101,9 +102,14 @@ def create_app(
             runtime = Runtime(settings, store, backends, verifier, conversations, limits)
             # The server's graceful shutdown (chatbot.server) finds the runtime here.
             app.state.chatbot = runtime
+            # In the background: an identity provider that is down must not hold up the start.
+            discovery = asyncio.create_task(verifier.prefetch())
             try:
                 yield {STATE_KEY: runtime}
             finally:
+                discovery.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await discovery
                 await conversations.aclose()
                 await backends.aclose()
                 app.state.chatbot = None

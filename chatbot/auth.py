@@ -18,6 +18,7 @@ import jwt
 
 from chatbot.errors import ConfigError, TokenExpired, TokenInvalid, TokenMissing
 from chatbot.jwks import MAX_KID_CHARS, JwksCache, PublicKey, public_key_algorithms
+from chatbot.oidc import OidcKeys
 from chatbot.settings import Settings
 
 SUBPROTOCOL = "chatbot.v1"
@@ -66,8 +67,10 @@ class TokenVerifier:
     """Verifies JWTs with one allow-listed algorithm family and the configured claims.
 
     HMAC algorithms (the default, HS256) check the shared secret. Public-key algorithms
-    check the key of ``CHATBOT_JWT_PUBLIC_KEY`` or the key of a JWKS URL that the token's
-    ``kid`` names. Everything a token could use to choose its own key is refused.
+    check the key of ``CHATBOT_JWT_PUBLIC_KEY``, or the key that the token's ``kid`` names in
+    a JWKS: the one of ``CHATBOT_JWT_JWKS_URL``, else the one that the discovery document of
+    ``CHATBOT_OIDC_ISSUER`` names. Everything a token could use to choose its own key is
+    refused.
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -75,6 +78,7 @@ class TokenVerifier:
         self._secret: str | None = None
         self._public_key: PublicKey | None = None
         self._jwks: JwksCache | None = None
+        self._oidc: OidcKeys | None = None
         if settings.uses_hmac:
             if settings.jwt_secret is None:
                 raise ConfigError(
@@ -93,14 +97,20 @@ class TokenVerifier:
                 self._algorithms,
                 refresh_interval=settings.jwt_jwks_refresh_seconds,
             )
+        elif settings.oidc_issuer is not None:
+            self._oidc = OidcKeys(
+                settings.oidc_issuer,
+                self._algorithms,
+                refresh_interval=settings.jwt_jwks_refresh_seconds,
+            )
         else:
             raise ConfigError(
                 f"CHATBOT_JWT_ALGORITHMS allows {', '.join(self._algorithms)}, which needs the "
                 "identity provider's public key: set CHATBOT_JWT_PUBLIC_KEY (PEM, or "
                 "@/path/to/key.pem) or CHATBOT_JWT_JWKS_URL (see docs/identity-providers.md)"
             )
-        self._audience = settings.jwt_audience
-        self._issuer = settings.jwt_issuer
+        self._audience = settings.token_audience
+        self._issuer = settings.token_issuer
         self._leeway = settings.jwt_leeway
         self._claim = settings.jwt_user_claim
 
@@ -113,6 +123,17 @@ class TokenVerifier:
         """The JWKS cache when the keys come from a JWKS URL."""
         return self._jwks
 
+    @property
+    def oidc(self) -> OidcKeys | None:
+        """The issuer's keys when they are found through OpenID Connect discovery."""
+        return self._oidc
+
+    async def prefetch(self) -> None:
+        """Read the OpenID Connect discovery document, if any, so that a provider that
+        cannot be reached shows in the log at start rather than at the first token."""
+        if self._oidc is not None:
+            await self._oidc.discover()
+
     async def verify(self, token: str | None) -> Identity:
         """Return who the token names, or raise a :class:`~chatbot.errors.AuthError`.
 
@@ -123,8 +144,9 @@ class TokenVerifier:
         header = self._check_header(token)
         algorithm: str = header["alg"]
         key: Any
-        if self._jwks is not None:
-            key = await self._jwks.key(header.get("kid"), algorithm)
+        keys = self._jwks or self._oidc
+        if keys is not None:
+            key = await keys.key(header.get("kid"), algorithm)
             if key is None:
                 raise TokenInvalid()
         elif self._public_key is not None:

@@ -164,8 +164,9 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def check_jwks_url(url: str) -> None:
-    """Refuse a JWKS URL that anyone between the server and the provider could answer.
+def check_jwks_url(url: str, name: str = JWKS_URL_VARIABLE) -> None:
+    """Refuse a JWKS URL that anyone between the server and the provider could answer;
+    ``name`` says where the URL comes from, for the error message.
 
     Whoever answers the JWKS request chooses which keys verify tokens, so the keys must
     come over TLS. Plain ``http://`` is accepted for a loopback address only (a sidecar
@@ -178,7 +179,7 @@ def check_jwks_url(url: str) -> None:
     if parts.scheme == "http" and host and is_loopback(host):
         return
     raise ConfigError(
-        f"{JWKS_URL_VARIABLE} must be an https:// URL (plain http:// only for a loopback "
+        f"{name} must be an https:// URL (plain http:// only for a loopback "
         "address such as 127.0.0.1): whoever answers it decides which tokens are valid"
     )
 

@@ -25,6 +25,7 @@ from starlette.datastructures import Secret
 from chatbot.errors import ConfigError
 from chatbot.jwks import check_jwks_url, public_key_algorithms, read_public_key_setting
 from chatbot.limits import normalize_origin
+from chatbot.oidc import check_issuer
 
 HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
 ASYMMETRIC_ALGORITHMS = frozenset(
@@ -196,6 +197,9 @@ class Settings:
         algorithms = get("JWT_ALGORITHMS")
         if algorithms is not None:
             values["jwt_algorithms"] = tuple(a.strip() for a in algorithms.split(",") if a.strip())
+        elif get("OIDC_ISSUER") is not None:
+            # What every OpenID provider can sign with (OpenID Connect Core 15.1).
+            values["jwt_algorithms"] = ("RS256",)
         public_key = get("JWT_PUBLIC_KEY")
         if public_key is not None:
             values["jwt_public_key"] = read_public_key_setting(public_key)
@@ -354,6 +358,8 @@ class Settings:
             raise ConfigError(
                 f"CHATBOT_OIDC_TOKEN must be 'access' or 'id', got {self.oidc_token!r}"
             )
+        if self.oidc_issuer is not None:
+            self._validate_oidc(self.oidc_issuer)
         if self.shutdown_grace < 0:
             raise ConfigError("CHATBOT_SHUTDOWN_GRACE must be a number of seconds >= 0")
         if not 0 < self.port < 65536:
@@ -379,9 +385,47 @@ class Settings:
                         + ", ".join(sorted(self.backends))
                     )
 
+    def _validate_oidc(self, issuer: str) -> None:
+        check_issuer(issuer)
+        if self.uses_hmac:
+            raise ConfigError(
+                "an OpenID provider signs tokens with its own key, but CHATBOT_JWT_ALGORITHMS "
+                "allows HMAC (HS*) algorithms; unset CHATBOT_JWT_ALGORITHMS (RS256 is then the "
+                "default) or set the algorithm the provider signs with, e.g. ES256"
+            )
+        if self.jwt_issuer is not None and self.jwt_issuer != issuer:
+            raise ConfigError(
+                "CHATBOT_JWT_ISSUER differs from CHATBOT_OIDC_ISSUER, whose tokens the chat page "
+                "sends; unset CHATBOT_JWT_ISSUER"
+            )
+        if self.oidc_token == "access" and self.jwt_audience is None:  # noqa: S105 (not a secret)
+            # Without an audience, an access token the provider issued for any other
+            # application would be accepted here; providers name this server differently.
+            raise ConfigError(
+                "CHATBOT_OIDC_TOKEN=access (the default) needs CHATBOT_JWT_AUDIENCE: the "
+                "audience the provider puts in the access tokens it issues for this server "
+                "(Keycloak: an audience mapper; Auth0: the API identifier). Or set "
+                "CHATBOT_OIDC_TOKEN=id to send ID tokens, whose audience is the client id. "
+                "See docs/identity-providers.md"
+            )
+
     @property
     def uses_hmac(self) -> bool:
         return bool(set(self.jwt_algorithms) & HMAC_ALGORITHMS)
+
+    @property
+    def token_issuer(self) -> str | None:
+        """The ``iss`` every token must carry: CHATBOT_JWT_ISSUER, else the OIDC issuer."""
+        return self.jwt_issuer if self.jwt_issuer is not None else self.oidc_issuer
+
+    @property
+    def token_audience(self) -> str | None:
+        """The ``aud`` every token must carry: CHATBOT_JWT_AUDIENCE, else the client id when
+        the chat page sends OIDC ID tokens (an ID token's audience is the client)."""
+        sends_id_tokens = self.oidc_token == "id"  # noqa: S105 (a choice of token, not a secret)
+        if self.jwt_audience is None and self.oidc_issuer is not None and sends_id_tokens:
+            return self.oidc_client_id
+        return self.jwt_audience
 
     @property
     def secret_file(self) -> Path:

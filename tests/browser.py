@@ -86,7 +86,8 @@ class ConsoleLog:
 
     def _console(self, message: ConsoleMessage) -> None:
         if message.type == "error":
-            where = message.location.get("url", "")
+            # Without the fragment: a sign-in link's token has no place in a report.
+            where = message.location.get("url", "").split("#", 1)[0]
             self.errors.append(f"console.error: {message.text} ({where})")
 
     def allow(self, pattern: str) -> None:
