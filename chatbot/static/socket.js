@@ -54,6 +54,8 @@ export class Connection {
     this.waitingForAuth = false;
     this.idle = false;
     this.seen = new Set();
+    // Why the connection was lost (the server's close reason), while reconnecting.
+    this.outage = "";
   }
 
   /** Open the socket. */
@@ -134,7 +136,10 @@ export class Connection {
       this.handlers.auth();
       return;
     }
-    this.handlers.state(this.attempt === 0 ? "connecting" : "reconnecting", { attempt: this.attempt });
+    this.handlers.state(this.attempt === 0 ? "connecting" : "reconnecting", {
+      attempt: this.attempt,
+      reason: this.outage,
+    });
     const socket = new WebSocket(socketUrl(this.sessionId), ["chatbot.v1", "bearer." + token]);
     this.socket = socket;
     this.usedToken = token;
@@ -220,8 +225,9 @@ export class Connection {
       code === 4429
         ? jitter(TOO_MANY_BACKOFF_MS)
         : jitter(BACKOFF_MS[Math.min(this.attempt, BACKOFF_MS.length - 1)] ?? MAX_BACKOFF_MS);
+    if (this.attempt === 0) this.outage = opened ? reason : "";
     this.attempt += 1;
-    this.handlers.state("reconnecting", { attempt: this.attempt, reason: opened ? reason : "", code });
+    this.handlers.state("reconnecting", { attempt: this.attempt, reason: this.outage });
     this.timer = setTimeout(() => this.open(), delay);
   }
 
