@@ -170,5 +170,8 @@ def test_a_missing_key_stops_the_server_naming_the_variable(
     )  # fmt: skip
     assert result.returncode == 2
     assert f"set the {variable} environment variable" in result.stderr
+    assert ".env is not read for vendor keys, export it in the server's environment" in (
+        result.stderr
+    )
     for key in keys.values():
         assert key not in result.stderr + result.stdout

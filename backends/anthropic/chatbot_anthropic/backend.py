@@ -185,7 +185,8 @@ class AnthropicBackend(Backend):
         if not api_key:
             raise ConfigError(
                 f"the {name!r} backend has no Anthropic API key: set the {key_env} environment "
-                f"variable (or api_key_env in [backends.{name}])"
+                f"variable (or api_key_env in [backends.{name}]); .env is not read for vendor "
+                "keys, export it in the server's environment"
             )
         self._api_key = api_key
         self._client: anthropic.AsyncAnthropic | None = None

@@ -129,7 +129,8 @@ def parse_options(
         if not api_key:
             raise ConfigError(
                 f"{where}: no API key: set the {variable} environment variable "
-                f"(or api_key_env in {where})"
+                f"(or api_key_env in {where}); .env is not read for vendor keys, export it in "
+                "the server's environment"
             )
 
     system_prompt = options.get("system_prompt")
