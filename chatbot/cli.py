@@ -1,10 +1,11 @@
-"""The ``chatbot`` command: ``serve``, ``token``, ``backends`` and ``migrate``."""
+"""The ``chatbot`` command: ``serve``, ``token``, ``open``, ``backends`` and ``migrate``."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import copy
+import logging
 import re
 import sys
 from collections.abc import Sequence
@@ -17,67 +18,134 @@ _DURATION = re.compile(r"^(\d+)([smhd]?)$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-def parse_duration(text: str) -> int:
+def parse_duration(text: str, flag: str = "--ttl") -> int:
     """``90``, ``90s``, ``15m``, ``1h``, ``7d`` to seconds."""
     match = _DURATION.match(text.strip())
     if match is None or int(match.group(1)) == 0:
-        raise ConfigError(f"--ttl {text!r} is not a duration; write e.g. 90s, 15m, 1h or 7d")
+        raise ConfigError(f"{flag} {text!r} is not a duration; write e.g. 90s, 15m, 1h or 7d")
     return int(match.group(1)) * _UNITS[match.group(2)]
 
 
 def serve(args: argparse.Namespace) -> int:
+    """Run the server; a start that cannot succeed raises ``ConfigError`` instead."""
     import uvicorn
 
     from chatbot.redact import add_redaction
     from chatbot.settings import Settings, with_jwt_secret
+    from chatbot.signin import announce, default_user
+    from chatbot.startup import bind, check_database
 
     settings, note = with_jwt_secret(Settings.from_env())
-    if note is not None:
-        print(note, file=sys.stderr)
+    link_ttl = (
+        settings.link_ttl if args.link_ttl is None else parse_duration(args.link_ttl, "--link-ttl")
+    )
+    user = args.user if args.user is not None else default_user()
+    host = args.host if args.host is not None else settings.host
+    # Bound here rather than by uvicorn, so that a port in use is one line naming the fix.
+    sock = bind(host, args.port if args.port is not None else settings.port)
+    port = sock.getsockname()[1]
     log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
     # chatbot's own records (a failing backend, a shutdown in progress) go where uvicorn's do.
     log_config["loggers"]["chatbot"] = {"handlers": ["default"], "level": "INFO"}
     # No token in any log line, uvicorn's request lines included (a refused ?token=...).
     add_redaction(log_config)
     common: dict[str, Any] = {
-        "host": args.host if args.host is not None else settings.host,
-        "port": args.port if args.port is not None else settings.port,
+        "host": host,
+        "port": port,
         "ws_max_size": settings.max_frame_bytes,
         # Chat frames are small; compression would cost each socket zlib state and CPU, and
         # mix a reply's text with what others can influence (docs/security.md).
         "ws_per_message_deflate": False,
-        "log_level": settings.log_level,
+        "log_level": settings.log_level.lower(),
         "log_config": log_config,
         "proxy_headers": False,
     }
-    if args.reload:
-        # Reloading needs an import string; the factory reads the same environment.
-        uvicorn.run("chatbot.app:create_app", factory=True, reload=True, **common)
-        return 0
-    from chatbot.app import create_app
-    from chatbot.server import ChatServer
 
-    app = create_app(settings)
-    config = uvicorn.Config(app, timeout_graceful_shutdown=5, **common)
-    ChatServer(config, app).run()
-    return 0
+    def started() -> None:
+        # uvicorn says where it listens only for the sockets it binds itself.
+        address = f"[{host}]" if ":" in host else host
+        logging.getLogger("uvicorn.error").info(
+            "Uvicorn running on http://%s:%d (Press CTRL+C to quit)", address, port
+        )
+        if args.link:
+            announce(settings, host, port, user, link_ttl, sys.stdout)
+
+    with sock:
+        if args.reload:
+            from uvicorn.supervisors import ChangeReload
+
+            # Reloading needs an import string; the factory reads the same environment.
+            config = uvicorn.Config("chatbot.app:create_app", factory=True, reload=True, **common)
+            check_database(settings)
+            if note is not None:
+                print(note, file=sys.stderr)
+            # The workers serve this socket; listening now queues the first requests until
+            # one has started instead of refusing them.
+            sock.set_inheritable(True)
+            sock.listen(config.backlog)
+            started()
+            ChangeReload(config, target=uvicorn.Server(config).run, sockets=[sock]).run()
+            return 0
+        from chatbot.app import create_app
+        from chatbot.server import ChatServer
+
+        app = create_app(settings)
+        # Before the database check: this sets up logging, which reports migrations applied.
+        config = uvicorn.Config(app, timeout_graceful_shutdown=5, **common)
+        applied = check_database(settings)
+        if applied:
+            logging.getLogger("chatbot").info("applied migrations: %s", ", ".join(applied))
+        if note is not None:
+            print(note, file=sys.stderr)
+        server = ChatServer(config, app, on_started=started)
+        try:
+            server.run(sockets=[sock])
+        except SystemExit:
+            # uvicorn's way out of a failed start-up; the outcome is judged below.
+            if server.started:
+                raise
+    if server.started:
+        return 0
+    if server.startup_error is not None:
+        raise server.startup_error
+    print("chatbot: error: the server did not start; the lines above say why", file=sys.stderr)
+    return 1
 
 
 def token(args: argparse.Namespace) -> int:
+    """Print a token signed with the server's secret."""
     from chatbot.auth import TokenVerifier
-    from chatbot.settings import Settings, with_jwt_secret
+    from chatbot.settings import Settings, read_jwt_secret
 
-    settings = Settings.from_env()
-    if not settings.uses_hmac:
-        raise ConfigError(
-            "chatbot token signs with the shared secret (HS*); with public-key algorithms "
-            "your identity provider issues the tokens"
-        )
     ttl = parse_duration(args.ttl)
-    settings, note = with_jwt_secret(settings)
-    if note is not None and "Generated" in note:
-        print(note, file=sys.stderr)
+    # Without the backends: a token does not depend on them, and a secret is only ever read,
+    # so a token is always one the server accepts.
+    settings = read_jwt_secret(Settings.from_env(with_backends=False))
     print(TokenVerifier(settings).mint(args.sub, ttl))
+    return 0
+
+
+def open_link(args: argparse.Namespace) -> int:
+    """Print a fresh sign-in link to the chat page, and open it with ``--browser``."""
+    import webbrowser
+
+    from chatbot.settings import Settings, read_jwt_secret
+    from chatbot.signin import announce, default_user
+
+    settings = Settings.from_env(with_backends=False)
+    if not settings.web_ui:
+        raise ConfigError(
+            "CHATBOT_WEB_UI is false, so the server shows no chat page; unset it to use one"
+        )
+    ttl = settings.link_ttl if args.ttl is None else parse_duration(args.ttl)
+    user = args.user if args.user is not None else default_user()
+    host = args.host if args.host is not None else settings.host
+    port = args.port if args.port is not None else settings.port
+    if settings.uses_hmac:
+        settings = read_jwt_secret(settings)
+    url = announce(settings, host, port, user, ttl, sys.stdout)
+    if args.browser and url is not None and not webbrowser.open(url):
+        print("chatbot: no browser found; open the link above yourself", file=sys.stderr)
     return 0
 
 
@@ -108,26 +176,24 @@ def backends(args: argparse.Namespace) -> int:
 
 
 def migrate(args: argparse.Namespace) -> int:
+    """Apply the pending database migrations."""
     from chatbot.settings import Settings
-    from chatbot.stores import store_for_url
+    from chatbot.startup import prepare_database
 
-    settings = Settings.from_env()
-
-    async def run() -> list[str]:
-        store = store_for_url(settings.database_url)
-        await store.open()
-        try:
-            return await store.migrate()
-        finally:
-            await store.close()
-
-    applied = asyncio.run(run())
+    settings = Settings.from_env(with_backends=False)
+    applied = asyncio.run(prepare_database(settings, migrate=True))
     if applied:
         for name in applied:
             print(f"applied {name}")
     else:
         print("the database is up to date")
     return 0
+
+
+def chat(args: argparse.Namespace) -> int:
+    from chatbot.terminal import chat as run_chat
+
+    return run_chat(args.url, args.session)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -139,6 +205,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="address to listen on (default: CHATBOT_HOST or 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default: CHATBOT_PORT or 8000)")
     p.add_argument("--reload", action="store_true", help="restart when the code changes")
+    p.add_argument("--user", help="whom the sign-in link signs in (default: your login name)")
+    p.add_argument(
+        "--link-ttl", help="lifetime of the sign-in link's token (default: CHATBOT_LINK_TTL, 12h)"
+    )
+    p.add_argument(
+        "--link",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="print a sign-in link once listening (--no-link where stdout is kept in a log)",
+    )
     p.set_defaults(func=serve)
 
     p = commands.add_parser("token", help="mint a token signed with the configured secret")
@@ -146,11 +222,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ttl", default="1h", help="lifetime: 90s, 15m, 1h, 7d (default 1h)")
     p.set_defaults(func=token)
 
+    p = commands.add_parser("open", help="print a fresh sign-in link to the chat page")
+    p.add_argument("--user", help="whom the link signs in (default: your login name)")
+    p.add_argument("--ttl", help="lifetime of its token: 15m, 12h, 7d (default: CHATBOT_LINK_TTL)")
+    p.add_argument("--host", help="the server's address (default: CHATBOT_HOST or 127.0.0.1)")
+    p.add_argument("--port", type=int, help="the server's port (default: CHATBOT_PORT or 8000)")
+    p.add_argument("--browser", action="store_true", help="also open it in the web browser")
+    p.set_defaults(func=open_link)
+
     p = commands.add_parser("backends", help="list installed and configured backends")
     p.set_defaults(func=backends)
 
     p = commands.add_parser("migrate", help="apply pending database migrations")
     p.set_defaults(func=migrate)
+
+    p = commands.add_parser("chat", help="chat with a server from this terminal")
+    p.add_argument("--url", help="the server's base URL (default: from CHATBOT_HOST, CHATBOT_PORT)")
+    p.add_argument("--session", help="continue this session instead of starting one")
+    p.set_defaults(func=chat)
     return parser
 
 

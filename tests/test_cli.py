@@ -82,28 +82,35 @@ def test_token_signed_with_the_configured_secret(tmp_path: Path) -> None:
     assert not (tmp_path / ".chatbot").exists()
 
 
-def test_token_without_a_secret_generates_one_and_reuses_it(tmp_path: Path) -> None:
-    first = run_cli(tmp_path, "token", "--sub", "alice")
-    assert first.returncode == 0, first.stderr
+def test_token_without_a_secret_creates_none_and_says_where_one_is_expected(
+    tmp_path: Path,
+) -> None:
+    result = run_cli(tmp_path, "token", "--sub", "alice")
+    assert result.returncode == 2
+    assert result.stdout == ""
+    expected = tmp_path / ".chatbot" / "jwt-secret"
+    assert result.stderr == (
+        f"chatbot: error: no JWT secret: CHATBOT_JWT_SECRET is unset and {expected} does not "
+        "exist. Run this command in the directory where `chatbot serve` runs (it creates that "
+        "file on its first start), or set CHATBOT_DATA_DIR or CHATBOT_JWT_SECRET as the "
+        "server has them\n"
+    )
+    # A secret made here would sign tokens that a server using another one refuses.
+    assert not (tmp_path / ".chatbot").exists()
 
-    secret_file = tmp_path / ".chatbot" / "jwt-secret"
-    assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
-    assert stat.S_IMODE(secret_file.parent.stat().st_mode) == 0o700
-    secret = secret_file.read_text(encoding="utf-8").strip()
-    assert len(secret.encode()) >= 32
-    assert "Generated a JWT secret in .chatbot/jwt-secret" in first.stderr
-    assert "chatbot token --sub you" in first.stderr
-    assert secret not in first.stderr
-    assert secret not in first.stdout
-    claims = decode(first.stdout.strip(), secret)
-    assert claims["sub"] == "alice"
+
+def test_token_reads_the_secret_file_the_server_made(tmp_path: Path) -> None:
+    secret_file = tmp_path / "data" / "jwt-secret"
+    secret_file.parent.mkdir()
+    secret_file.write_text(SECRET + "\n", encoding="utf-8")
+    result = run_cli(
+        tmp_path, "token", "--sub", "bob", env=cli_env(CHATBOT_DATA_DIR=str(tmp_path / "data"))
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    claims = decode(result.stdout.strip(), SECRET)
+    assert claims["sub"] == "bob"
     assert claims["exp"] - claims["iat"] == 3600
-
-    second = run_cli(tmp_path, "token", "--sub", "bob")
-    assert second.returncode == 0, second.stderr
-    assert second.stderr == ""
-    assert secret_file.read_text(encoding="utf-8").strip() == secret
-    assert decode(second.stdout.strip(), secret)["sub"] == "bob"
 
 
 @pytest.mark.parametrize("ttl", ["soon", "0", "0h", "-5m", "1w", "1.5h", ""])
