@@ -272,7 +272,7 @@ export class Transcript {
   error(frame, retry) {
     const error = frame.error || {};
     let message = error.message || error.code || "something went wrong";
-    if (typeof error.retry_after === "number") {
+    if (typeof error.retry_after === "number" && !message.includes(`${error.retry_after} s`)) {
       message += ` (wait ${error.retry_after} s before sending again)`;
     }
     const key = frame.reply_to ?? "";
