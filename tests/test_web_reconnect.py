@@ -1,17 +1,23 @@
-"""The chat page when its server goes away mid-reply and comes back on the same port: a
-banner says it is reconnecting, and the reply is finished, answered once."""
+"""The chat page when its connection drops mid-reply: through a proxy that cuts it while
+the server goes on, and by the server going away and coming back on the same port. A banner
+says it is reconnecting, and the reply is finished, answered once."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
+import socket
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Page, WebSocket, expect
 
+from chatbot.settings import BackendConfig
 from tests.browser import ConsoleLog, open_chat, screenshot, send_message, wait_for_replies
-from tests.conftest import bearer, make_token
+from tests.conftest import LiveServer, ServerFactory, bearer, make_token
 from tests.processes import ServeProcess
 
 pytestmark = pytest.mark.e2e
@@ -19,6 +25,98 @@ pytest_plugins = ["tests.browser"]
 
 ALICE = make_token("alice")
 LONG = " ".join(f"w{n}" for n in range(30))
+
+
+class CuttableProxy:
+    """A loopback TCP proxy to ``port`` whose open connections can be cut, as a network
+    drop would, while it goes on accepting new ones."""
+
+    def __init__(self, port: int) -> None:
+        self.target = port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.lock = threading.Lock()
+        self.open: list[socket.socket] = []
+        self.cuts = 0
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            with self.lock:
+                self.open += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self.pipe, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def pipe(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        for end in (source, sink):
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        """Drop every connection open now, without a close frame: a network failure."""
+        with self.lock:
+            dropped, self.open = self.open, []
+            self.cuts += 1
+        for connection in dropped:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+            connection.close()
+
+    def close(self) -> None:
+        self.listener.close()
+        self.cut()
+
+
+@pytest.fixture
+def proxied(start_server: ServerFactory) -> Iterator[tuple[LiveServer, CuttableProxy]]:
+    """A server with a slow echo backend, and a proxy in front of it."""
+    backends = {"slow": BackendConfig("slow", "echo", {"delay": 0.1})}
+    server = start_server(backends=backends, default_backend="slow")
+    proxy = CuttableProxy(server.port)
+    yield server, proxy
+    proxy.close()
+
+
+def test_a_dropped_connection_picks_up_the_reply_in_progress(
+    proxied: tuple[LiveServer, CuttableProxy], page: Page
+) -> None:
+    server, proxy = proxied
+    sockets: list[WebSocket] = []
+    page.on("websocket", lambda ws: sockets.append(ws))
+    open_chat(page, proxy.url, ALICE)
+    send_message(page, LONG)
+    log = page.get_by_role("log")
+    expect(log).to_contain_text("Echo: w0 w1")
+    # The server goes on generating; the page reconnects (?stream=1) and is sent the text so
+    # far, then the rest.
+    proxy.cut()
+    wait_for_replies(page, 1)
+    expect(log).to_contain_text(f"Echo: {LONG}")
+    expect(page.get_by_text("reconnecting")).to_be_hidden()
+    assert len(sockets) >= 2, "the page never opened a new socket"
+    shown = log.inner_text()
+    assert shown.count("Echo:") == 1, shown
+    assert shown.count("w0 w1") == 2, shown  # the message, and its reply once
+    with httpx.Client(base_url=server.url, headers=bearer(ALICE)) as api:
+        (session,) = api.get("/api/sessions").json()["sessions"]
+        stored = api.get(f"/api/sessions/{session['session_id']}/messages").json()
+    assert [(m["role"], m["content"], m["status"]) for m in stored["messages"]] == [
+        ("user", LONG, "complete"),
+        ("assistant", f"Echo: {LONG}", "complete"),
+    ]
 
 
 def slow_serve(tmp_path: Path, port: int | None = None) -> ServeProcess:
