@@ -71,6 +71,11 @@ function describe(error) {
   return error instanceof Error ? error.message : String(error);
 }
 
+/** The provider's words as the end of a sentence: one final full stop. */
+function sentence(text) {
+  return String(text).replace(/[\s.]+$/, "") + ".";
+}
+
 /** The provider's discovery document, checked against the configured issuer. */
 async function discover(oidcConfig) {
   const issuer = oidcConfig.issuer;
@@ -131,7 +136,7 @@ async function tokenRequest(endpoint, form) {
   if (!response.ok || !body || typeof body !== "object") {
     const reason = body && (body.error_description || body.error);
     throw new Error(
-      `The sign-in provider refused the sign-in: ${reason || `HTTP ${response.status}`}.`,
+      `The sign-in provider refused the sign-in: ${sentence(reason || `HTTP ${response.status}`)}`,
     );
   }
   return body;
@@ -232,13 +237,15 @@ export async function completeSignIn(oidcConfig) {
   for (const name of RESPONSE_PARAMS) clean.searchParams.delete(name);
   history.replaceState(history.state, "", clean.pathname + clean.search + clean.hash);
 
-  if (
-    !pending ||
-    typeof pending.state !== "string" ||
-    params.get("state") !== pending.state ||
-    pending.issuer !== oidcConfig.issuer ||
-    Date.now() - pending.created > PENDING_MAX_AGE_MS
-  ) {
+  const ours =
+    pending !== null &&
+    typeof pending.state === "string" &&
+    pending.issuer === oidcConfig.issuer &&
+    Date.now() - pending.created <= PENDING_MAX_AGE_MS;
+  // Some providers leave the state out of an error response (RFC 6749 says to send it); an
+  // error is shown anyway when this tab was signing in, as it grants nothing.
+  const errorWithoutState = params.has("error") && !params.has("state");
+  if (!ours || (params.get("state") !== pending.state && !errorWithoutState)) {
     throw new Error(
       "This sign-in response does not belong to a sign-in started in this tab (state " +
         "mismatch). Sign in again.",
@@ -246,7 +253,7 @@ export async function completeSignIn(oidcConfig) {
   }
   if (params.has("error")) {
     const reason = params.get("error_description") || params.get("error");
-    throw new Error(`The sign-in provider did not sign you in: ${reason}.`);
+    throw new Error(`The sign-in provider did not sign you in: ${sentence(reason)}`);
   }
   const issuerParam = params.get("iss");
   if (issuerParam !== null && issuerParam !== oidcConfig.issuer) {
