@@ -1,0 +1,83 @@
+"""The HTTP API calls that the commands of ``chatbot chat`` make."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from chatbot.terminal.endpoint import Credentials, Server
+from chatbot.terminal.errors import ChatError, Unreachable
+from chatbot.terminal.screen import printable
+
+HTTP_TIMEOUT = 10.0
+
+
+def why(exc: BaseException) -> str:
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, TimeoutError | httpx.TimeoutException):
+        return "no answer in time"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
+
+
+class Api:
+    """The HTTP API calls the commands make."""
+
+    def __init__(self, server: Server, credentials: Credentials) -> None:
+        self.server = server
+        self.credentials = credentials
+        self._http = httpx.Client(timeout=HTTP_TIMEOUT)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        headers = {"Authorization": f"Bearer {self.credentials.token()}"}
+        try:
+            response = self._http.request(
+                method, f"{self.server.base}/api{path}", headers=headers, **kwargs
+            )
+        except httpx.TransportError as exc:
+            raise Unreachable(self.server.unreachable(why(exc))) from None
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        error = body.get("error") if isinstance(body, dict) else None
+        message = error.get("message", "") if isinstance(error, dict) else response.reason_phrase
+        if response.status_code == 401:
+            raise ChatError(self.credentials.refused(message))
+        if response.status_code == 404 and error is not None:
+            return None
+        if response.status_code >= 400 or body is None:
+            raise ChatError(
+                f"{method} {self.server.base}/api{path} answered {response.status_code} "
+                f"{printable(message)}; is --url the chatbot server's base URL?"
+            )
+        return body
+
+    def session(self, session_id: str) -> dict[str, Any] | None:
+        """One of the user's sessions, ``None`` if there is no such session for them."""
+        result: dict[str, Any] | None = self._call("GET", f"/sessions/{session_id}")
+        return result
+
+    def sessions(self, limit: int = 20) -> tuple[list[dict[str, Any]], bool]:
+        """The newest sessions, and whether there are older ones."""
+        page = self._call("GET", "/sessions", params={"limit": limit})
+        return page["sessions"], page["next_cursor"] is not None
+
+    def recent(self, session_id: str, limit: int) -> tuple[list[dict[str, Any]], bool]:
+        """A session's newest messages, oldest first, and whether there are older ones."""
+        page = self._call("GET", f"/sessions/{session_id}/messages", params={"limit": limit})
+        if page is None:
+            return [], False
+        return page["messages"], page["has_more"]
+
+    def rename(self, session_id: str, title: str) -> dict[str, Any] | None:
+        result: dict[str, Any] | None = self._call(
+            "PATCH", f"/sessions/{session_id}", json={"title": title}
+        )
+        return result

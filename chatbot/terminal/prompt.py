@@ -1,0 +1,292 @@
+"""The prompt of ``chatbot chat``: lines read with readline in the main thread, where
+Ctrl-C lands, slash commands, and the loop thread that holds the socket."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import os
+import signal
+import sys
+import threading
+from collections.abc import Coroutine, Iterator
+from datetime import datetime
+from typing import Any, TextIO, TypeVar
+
+from chatbot.terminal.api import Api
+from chatbot.terminal.endpoint import (
+    Credentials,
+    Server,
+    base_url,
+    credentials_from_env,
+    default_url,
+)
+from chatbot.terminal.errors import ChatError, Unreachable
+from chatbot.terminal.link import Link
+from chatbot.terminal.screen import PROMPT, REPLY, Screen, printable
+
+#: How many of a session's newest messages ``/switch`` and ``--session`` show.
+RECENT_MESSAGES = 6
+
+HELP = """\
+/new           start a new session
+/sessions      list your sessions, most recently active first
+/switch ID|N   continue a session: its id, or its number in the /sessions list
+/title TEXT    rename this session
+/help          this list
+/quit          leave (Ctrl-D too)
+Ctrl-C stops the reply being written; at the prompt it clears the line, and a second
+Ctrl-C in a row leaves. Start a message with // to send one that begins with /."""
+
+T = TypeVar("T")
+
+
+class Loop:
+    """An asyncio loop in a daemon thread, so that the main thread stays free for
+    ``readline`` and for Ctrl-C."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="chat", daemon=True)
+        self._thread.start()
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """Start a coroutine in the loop; its future, to wait on from this thread."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run a coroutine to its end; Ctrl-C cancels it."""
+        future = self.submit(coro)
+        try:
+            return future.result()
+        except KeyboardInterrupt:
+            future.cancel()
+            raise
+
+    def close(self) -> None:
+        """Stop the loop and its thread."""
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=5)
+        if not self._thread.is_alive():
+            self.loop.close()
+
+
+class Chat:
+    """The prompt: reads lines, runs commands, sends messages."""
+
+    def __init__(self, server: Server, credentials: Credentials, out: TextIO, err: TextIO) -> None:
+        interactive = sys.stdin.isatty()
+        if interactive:
+            with contextlib.suppress(ImportError):
+                import readline  # noqa: F401 (input() edits lines and keeps history with it)
+        self.screen = Screen(out, err, interactive)
+        self.api = Api(server, credentials)
+        self.loop = Loop()
+        self.link = Link(server, credentials, self.screen)
+        self.link.on_fatal = self._wake
+        self._listed: list[str] = []
+        self._main = threading.get_ident()
+
+    def _wake(self) -> None:
+        """Leave at once when the chat cannot go on, also while waiting at the prompt."""
+        if self.screen.typing:
+            signal.pthread_kill(self._main, signal.SIGINT)
+
+    def start(self, session_id: str | None) -> None:
+        """Open the first session, or continue ``session_id``; raises ChatError."""
+        if session_id is None:
+            session_id = self.loop.run(self.link.connect(None))
+            self.screen.line(f"session: {session_id} (new); /help lists the commands")
+            return
+        session = self.api.session(session_id)
+        if session is None:
+            raise ChatError(
+                f"session {session_id!r} not found: it was deleted or belongs to another user; "
+                "run without --session to start a new one"
+            )
+        self._open(session)
+
+    def _open(self, session: dict[str, Any]) -> None:
+        session_id = str(session["session_id"])
+        self.loop.run(self.link.connect(session_id))
+        title = printable(session.get("title") or "untitled")
+        self.screen.line(f"session: {session_id} ({title}); /help lists the commands")
+        messages, more = self.api.recent(session_id, RECENT_MESSAGES)
+        if more:
+            self.screen.line("[earlier messages not shown]")
+        for message in messages:
+            prefix = PROMPT if message["role"] == "user" else REPLY
+            status = "" if message["status"] == "complete" else f" [{message['status']}]"
+            self.screen.line(f"{prefix}{printable(message['content'])}{status}")
+
+    def run(self) -> int:
+        """Read and act on lines until /quit or end of input; the exit status."""
+        interrupted = False
+        while not self.link.failed():
+            self.screen.typing = True
+            try:
+                line = input(self.screen.prompt)
+            except EOFError:
+                if self.screen.interactive:
+                    self.screen.write("\n")
+                return 0
+            except KeyboardInterrupt:
+                self.screen.typing = False
+                if self.link.failed():
+                    self.screen.write("\n")
+                    return 1
+                if interrupted:
+                    self.screen.write("\n")
+                    return 0
+                self.screen.write("\n(Ctrl-C again, Ctrl-D or /quit to leave)\n")
+                interrupted = True
+                continue
+            finally:
+                self.screen.typing = False
+            interrupted = False
+            try:
+                if not self.handle(line):
+                    return 0
+            except Unreachable as exc:
+                self.screen.line(f"error: {exc}")
+            except ChatError as exc:
+                if self.link.failed():
+                    break
+                self.screen.line(f"error: {exc}")
+            except KeyboardInterrupt:
+                self.screen.line("[interrupted]")
+        return 1
+
+    def handle(self, line: str) -> bool:
+        """Act on one line; False to leave."""
+        text = line.strip()
+        if not text:
+            return True
+        if not text.startswith("/") or text.startswith("//"):
+            self.send(line[1:] if text.startswith("//") else line)
+            return True
+        command, _, argument = text.partition(" ")
+        argument = argument.strip()
+        if command in ("/quit", "/exit"):
+            return False
+        if command == "/help":
+            self.screen.line(HELP)
+        elif command == "/new":
+            session_id = self.loop.run(self.link.connect(None))
+            self.screen.line(f"session: {session_id} (new)")
+        elif command == "/sessions":
+            self.list_sessions()
+        elif command == "/switch" and argument:
+            self.switch(argument)
+        elif command == "/title" and argument:
+            self.rename(argument)
+        elif command in ("/switch", "/title"):
+            self.screen.line(f"{command} needs an argument; /help lists the commands")
+        else:
+            self.screen.line(
+                f"unknown command {printable(command)}; /help lists the commands "
+                "(start with // to send a message that begins with /)"
+            )
+        return True
+
+    def send(self, text: str) -> None:
+        """Send a message and wait for its reply; Ctrl-C cancels it."""
+        with self._quiet_terminal():
+            future = self.loop.submit(self.link.ask(text))
+            while True:
+                try:
+                    future.result()
+                    return
+                except KeyboardInterrupt:
+                    self.loop.submit(self.link.interrupt())
+
+    @contextlib.contextmanager
+    def _quiet_terminal(self) -> Iterator[None]:
+        """While a reply streams, the terminal does not echo what is typed (a ``^C`` or the
+        next message would land inside the reply); typed lines wait for the next prompt."""
+        if not self.screen.interactive:
+            yield
+            return
+        try:
+            import termios
+        except ImportError:  # pragma: no cover - not a POSIX terminal
+            yield
+            return
+        fd = sys.stdin.fileno()
+        saved = termios.tcgetattr(fd)
+        quiet = list(saved)
+        quiet[3] &= ~(termios.ECHO | termios.ECHOCTL)
+        termios.tcsetattr(fd, termios.TCSANOW, quiet)
+        try:
+            yield
+        finally:
+            termios.tcsetattr(fd, termios.TCSANOW, saved)
+
+    def list_sessions(self) -> None:
+        sessions, more = self.api.sessions()
+        self._listed = [str(s["session_id"]) for s in sessions]
+        if not sessions:
+            self.screen.line("no sessions yet")
+        for number, session in enumerate(sessions, 1):
+            mark = "*" if session["session_id"] == self.link.session_id else " "
+            updated = datetime.fromisoformat(session["updated_at"]).astimezone()
+            count = session["message_count"]
+            title = printable(session["title"] or "(untitled)")
+            self.screen.line(
+                f"{mark}{number:>3}  {session['session_id']}  {updated:%Y-%m-%d %H:%M}  "
+                f"{count:>4} message{'' if count == 1 else 's'}  {title}"
+            )
+        if more:
+            self.screen.line(f"(the {len(sessions)} most recent; older sessions not listed)")
+
+    def switch(self, argument: str) -> None:
+        session_id = argument
+        if argument.isdigit() and len(argument) < 4:
+            if not 1 <= int(argument) <= len(self._listed):
+                self.screen.line(f"no session number {argument}; /sessions lists them")
+                return
+            session_id = self._listed[int(argument) - 1]
+        session = self.api.session(session_id)
+        if session is None:
+            self.screen.line(f"no session {printable(session_id)}; /sessions lists yours")
+            return
+        self._open(session)
+
+    def rename(self, title: str) -> None:
+        if self.link.session_id is None:
+            self.screen.line("no session: send a message first, or /switch to one")
+            return
+        session = self.api.rename(self.link.session_id, title)
+        if session is None:
+            self.screen.line(f"session {self.link.session_id} no longer exists")
+            return
+        self.screen.line(f"title: {printable(session['title'] or '')}")
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.loop.run(self.link.close())
+        self.loop.close()
+        self.api.close()
+
+
+def chat(url: str | None, session_id: str | None) -> int:
+    """``chatbot chat``: the exit status. Raises ConfigError when no token can be had."""
+    credentials = credentials_from_env(os.environ)
+    if url is None:
+        url = default_url()
+    server = Server(base_url(url))
+    session = Chat(server, credentials, sys.stdout, sys.stderr)
+    try:
+        session.start(session_id)
+        status = session.run()
+    except ChatError as exc:
+        session.screen.end_line()
+        print(f"chatbot: error: {exc}", file=sys.stderr)
+        status = 1
+    except KeyboardInterrupt:
+        session.screen.end_line()
+        status = 130
+    finally:
+        session.close()
+    return status

@@ -1,0 +1,86 @@
+"""Printing the chat: replies as they stream, lines above the prompt, inert control text."""
+
+from __future__ import annotations
+
+import threading
+from typing import TextIO
+
+PROMPT = "you> "
+REPLY = "assistant> "
+
+
+def printable(text: str) -> str:
+    """Model output and titles as inert text: control characters, the escape sequences a
+    terminal would obey (colours, window titles, clipboard writes) included, are shown as
+    ``^[``-style characters instead of being sent to the terminal."""
+    out = []
+    for char in text:
+        code = ord(char)
+        if char in "\n\t" or (0x20 <= code < 0x7F) or code > 0x9F:
+            out.append(char)
+        elif code < 0x20:
+            out.append("^" + chr(code + 0x40))
+        elif code == 0x7F:
+            out.append("^?")
+        else:
+            out.append(f"\\x{code:02x}")
+    return "".join(out)
+
+
+class Screen:
+    """Where the chat is printed. A line that arrives while the user types is printed
+    above the prompt, which is drawn again with what was typed so far."""
+
+    def __init__(self, out: TextIO, err: TextIO, interactive: bool) -> None:
+        self.out = out
+        self.err = err
+        self.interactive = interactive
+        self.prompt = PROMPT if interactive else ""
+        #: Set by the main thread while it waits in ``input()``.
+        self.typing = False
+        self._lock = threading.Lock()
+        self._line_open = False
+
+    def write(self, text: str) -> None:
+        """Part of a line (a reply as it streams)."""
+        if not text:
+            return
+        with self._lock:
+            self.out.write(text)
+            self.out.flush()
+            self._line_open = not text.endswith("\n")
+
+    def line(self, text: str, *, error: bool = False) -> None:
+        """A whole line, on a line of its own; ``error`` sends it to stderr."""
+        stream = self.err if error else self.out
+        with self._lock:
+            if self.typing and self.interactive:
+                self.out.write("\r\x1b[2K")
+                self.out.flush()
+                stream.write(text + "\n")
+                stream.flush()
+                self.out.write(self.prompt + _typed())
+            else:
+                if self._line_open:
+                    self.out.write("\n")
+                    self.out.flush()
+                stream.write(text + "\n")
+                stream.flush()
+                self._line_open = False
+            self.out.flush()
+
+    def end_line(self) -> None:
+        """Finish a line left open by :meth:`write`."""
+        with self._lock:
+            if self._line_open:
+                self.out.write("\n")
+                self.out.flush()
+                self._line_open = False
+
+
+def _typed() -> str:
+    try:
+        import readline
+    except ImportError:  # pragma: no cover - platforms without readline
+        return ""
+    return readline.get_line_buffer()

@@ -1,0 +1,507 @@
+"""``chatbot chat`` end to end: a real ``chatbot serve`` process, and the client as a real
+process in a pseudo-terminal, driven by keystrokes (Ctrl-C included) and read with deadlines."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import getpass
+import os
+import re
+import select
+import signal
+import struct
+import subprocess
+import sys
+import termios
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from websockets.sync.client import connect
+
+from chatbot.terminal.endpoint import base_url
+from chatbot.terminal.screen import printable
+from tests.conftest import OTHER_SECRET, bearer, make_token, recv_json
+from tests.processes import FOREIGN_PREFIXES, ServeProcess, free_port
+
+pytestmark = pytest.mark.e2e
+
+#: Slow enough that a reply is still being written when the test presses Ctrl-C.
+SLOW_ECHO = 'default_backend = "slow"\n\n[backends.slow]\ntype = "echo"\ndelay = 0.2\n'
+LONG = " ".join(f"w{n}" for n in range(1, 41))
+_ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[=>]")
+
+
+def client_env(**extra: str) -> dict[str, str]:
+    """The test runner's environment without its chatbot settings, as a terminal has it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(FOREIGN_PREFIXES)}
+    env.pop("CHATBOT_TOKEN", None)
+    env.update(TERM="xterm-256color", **extra)
+    return env
+
+
+def _take_terminal() -> None:
+    # Runs in the child after setsid(): the pty becomes its controlling terminal, so that
+    # Ctrl-C typed into it raises SIGINT in the client, as in a real terminal.
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+class Terminal:
+    """``python -m chatbot chat`` in a pseudo-terminal; ``expect`` waits for what it shows."""
+
+    def __init__(self, *args: str, cwd: Path, env: dict[str, str]) -> None:
+        master, slave = os.openpty()
+        # Wide enough that readline never wraps or scrolls a line the tests type.
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 400, 0, 0))
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "chatbot", "chat", *args],
+            stdin=slave, stdout=slave, stderr=slave, cwd=cwd, env=env,
+            start_new_session=True, preexec_fn=_take_terminal,
+        )  # fmt: skip
+        os.close(slave)
+        self.fd = master
+        self.raw = b""
+        self.seen = 0
+        self.eof = False
+
+    @property
+    def text(self) -> str:
+        """Everything shown so far, without the terminal's control sequences."""
+        text = _ESCAPES.sub("", self.raw.decode("utf-8", errors="replace"))
+        return text.replace("\r\n", "\n").replace("\r", "")
+
+    def rest(self) -> str:
+        """What was shown after the last ``expect`` match."""
+        return self.text[self.seen :]
+
+    def _read(self, timeout: float) -> None:
+        if self.eof:
+            return
+        ready, _, _ = select.select([self.fd], [], [], max(0.0, timeout))
+        if ready:
+            try:
+                chunk = os.read(self.fd, 65536)
+            except OSError:  # EIO: the client closed the terminal
+                chunk = b""
+            self.raw += chunk
+            self.eof = not chunk
+
+    def expect(self, text: str, timeout: float = 20) -> None:
+        """Wait until ``text`` is shown (after the previous match)."""
+        self.expect_re(re.escape(text), timeout)
+
+    def expect_re(self, pattern: str, timeout: float = 20) -> re.Match[str]:
+        """Wait until ``pattern`` matches what is shown after the previous match."""
+        compiled = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            match = compiled.search(self.text, self.seen)
+            if match is not None:
+                self.seen = match.end()
+                return match
+            if self.eof or time.monotonic() > deadline:
+                raise AssertionError(
+                    f"the terminal never showed {pattern!r}; it shows:\n{self.text}"
+                )
+            self._read(deadline - time.monotonic())
+
+    def send(self, keys: str) -> None:
+        os.write(self.fd, keys.encode())
+
+    def line(self, text: str) -> None:
+        """Type a line and press Enter."""
+        self.send(text + "\r")
+
+    def wait(self, timeout: float = 20) -> int:
+        """Wait for the client to exit, reading what it shows; its exit status."""
+        deadline = time.monotonic() + timeout
+        while not self.eof and time.monotonic() < deadline:
+            self._read(deadline - time.monotonic())
+        return self.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        os.close(self.fd)
+
+
+@contextlib.contextmanager
+def terminal(*args: str, cwd: Path, **env: str) -> Iterator[Terminal]:
+    term = Terminal(*args, cwd=cwd, env=client_env(**env))
+    try:
+        yield term
+    finally:
+        term.close()
+
+
+def run_client(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """The client without a terminal, for the cases where it exits before reading a line."""
+    return subprocess.run(
+        [sys.executable, "-m", "chatbot", "chat", *args],
+        cwd=cwd, env=client_env(**env), stdin=subprocess.DEVNULL,
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+def slow_server(path: Path, **env: str) -> ServeProcess:
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "chatbot.toml").write_text(SLOW_ECHO)
+    process = ServeProcess(path)
+    process.env.update(env)  # may also unset (with "") what ServeProcess sets
+    return process
+
+
+def messages(server: ServeProcess, token: str, session_id: str) -> list[dict[str, Any]]:
+    response = httpx.get(f"{server.url}/api/sessions/{session_id}/messages", headers=bearer(token))
+    assert response.status_code == 200, response.text
+    result: list[dict[str, Any]] = response.json()["messages"]
+    return result
+
+
+def session(server: ServeProcess, token: str, session_id: str) -> dict[str, Any]:
+    response = httpx.get(f"{server.url}/api/sessions/{session_id}", headers=bearer(token))
+    assert response.status_code == 200, response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
+    with slow_server(tmp_path_factory.mktemp("serve")) as process:
+        yield process
+
+
+def test_a_reply_streams_as_it_is_generated(server: ServeProcess, tmp_path: Path) -> None:
+    token = make_token("streamer")
+    with terminal("--url", server.url, cwd=tmp_path, CHATBOT_TOKEN=token) as term:
+        session_id = term.expect_re(r"session: (\S+) \(new\).*\nyou> ").group(1)
+        term.line("one two three four five six")
+        term.expect("assistant> Echo: one ")
+        assert "six" not in term.rest(), "the whole reply came at once, not as it streamed"
+        term.expect("two three four five six\nyou> ")
+        term.line("/quit")
+        assert term.wait() == 0
+    assert [(m["role"], m["content"]) for m in messages(server, token, session_id)] == [
+        ("user", "one two three four five six"),
+        ("assistant", "Echo: one two three four five six"),
+    ]
+
+
+def test_ctrl_c_cancels_the_reply_and_the_chat_goes_on(
+    server: ServeProcess, tmp_path: Path
+) -> None:
+    token = make_token("canceller")
+    with terminal("--url", server.url, cwd=tmp_path, CHATBOT_TOKEN=token) as term:
+        session_id = term.expect_re(r"session: (\S+) \(new\).*\nyou> ").group(1)
+        term.line(LONG)
+        term.expect("assistant> Echo: w1 ")
+        term.send("\x03")
+        shown = "Echo: w1 " + term.expect_re(r"([^\n]*) \[cancelled\]\n").group(1)
+        term.expect("you> ")
+        assert term.process.poll() is None
+        term.line("still here")
+        term.expect("assistant> Echo: still here\nyou> ")
+        # Ctrl-C while nothing is being written clears the line; twice in a row leaves.
+        term.send("half typed")
+        term.expect("half typed")
+        term.send("\x03")
+        term.expect("(Ctrl-C again, Ctrl-D or /quit to leave)\nyou> ")
+        term.line("hello")
+        term.expect("assistant> Echo: hello\nyou> ")
+        term.send("\x03")
+        term.expect("(Ctrl-C again")
+        term.send("\x03")
+        assert term.wait() == 0
+    stored = messages(server, token, session_id)
+    assert [(m["role"], m["status"]) for m in stored] == [
+        ("user", "complete"),
+        ("assistant", "cancelled"),
+        ("user", "complete"),
+        ("assistant", "complete"),
+        ("user", "complete"),
+        ("assistant", "complete"),
+    ]
+    assert stored[1]["content"] == shown
+    assert shown != f"Echo: {LONG}"
+    assert "Traceback" not in term.text
+
+
+def test_commands_new_sessions_switch_title_quit(server: ServeProcess, tmp_path: Path) -> None:
+    token = make_token("commander")
+    with terminal("--url", server.url, cwd=tmp_path, CHATBOT_TOKEN=token) as term:
+        opening = term.expect_re(r"session: (\S+) \(new\); /help lists the commands\nyou> ")
+        first = opening.group(1)
+        term.line("first message")
+        term.expect("assistant> Echo: first message\nyou> ")
+        term.line("/title Trip planning")
+        term.expect("title: Trip planning\nyou> ")
+        assert session(server, token, first)["title"] == "Trip planning"
+
+        term.line("/new")
+        second = term.expect_re(r"session: (\S+) \(new\)\nyou> ").group(1)
+        assert second != first
+
+        term.line("/sessions")
+        listing = term.expect_re(r"(\*  1 .*)\n(   2 .*)\nyou> ")
+        when = r"\d{4}-\d\d-\d\d \d\d:\d\d"
+        assert re.fullmatch(
+            rf"\*  1  {re.escape(second)}  {when}     0 messages  \(untitled\)", listing.group(1)
+        )
+        assert re.fullmatch(
+            rf"   2  {re.escape(first)}  {when}     2 messages  Trip planning", listing.group(2)
+        )
+
+        term.line("/switch 2")
+        term.expect(
+            f"session: {first} (Trip planning); /help lists the commands\n"
+            "you> first message\nassistant> Echo: first message\nyou> "
+        )
+        term.line("second message")
+        term.expect("assistant> Echo: second message\nyou> ")
+        assert session(server, token, first)["message_count"] == 4
+        assert session(server, token, second)["message_count"] == 0
+
+        term.line(f"/switch {second}")
+        term.expect(f"session: {second} (untitled); /help lists the commands\nyou> ")
+        term.line("/switch nope")
+        term.expect("no session nope; /sessions lists yours\nyou> ")
+        term.line("/nope")
+        term.expect("unknown command /nope; /help lists the commands")
+        term.line("//slash")
+        term.expect("assistant> Echo: /slash\nyou> ")
+        term.line("/help")
+        term.expect("/switch ID|N")
+        term.line("/quit")
+        assert term.wait() == 0
+    assert session(server, token, second)["message_count"] == 2
+
+
+def test_ctrl_d_leaves(server: ServeProcess, tmp_path: Path) -> None:
+    with terminal("--url", server.url, cwd=tmp_path, CHATBOT_TOKEN=make_token("eof")) as term:
+        term.expect("you> ")
+        term.send("\x04")
+        assert term.wait() == 0
+
+
+def test_session_continues_and_shows_its_newest_messages_as_text(
+    server: ServeProcess, tmp_path: Path
+) -> None:
+    token = make_token("continuer")
+    with connect(server.ws_url, additional_headers=bearer(token)) as ws:
+        session_id = recv_json(ws)["session_id"]
+        for n in range(1, 5):
+            ws.send(f'{{"message": "m{n}"}}')
+            recv_json(ws)
+        # Escape sequences in a reply would recolour, retitle or write the clipboard of
+        # the user's terminal: they are shown as text.
+        ws.send('{"message": "\\u001b[31mred\\u001b]0;owned\\u0007"}')
+        recv_json(ws)
+    args = ("--url", server.url, "--session", session_id)
+    with terminal(*args, cwd=tmp_path, CHATBOT_TOKEN=token) as term:
+        term.expect(
+            f"session: {session_id} (untitled); /help lists the commands\n"
+            "[earlier messages not shown]\n"
+            "you> m3\nassistant> Echo: m3\nyou> m4\nassistant> Echo: m4\n"
+            "you> ^[[31mred^[]0;owned^G\nassistant> Echo: ^[[31mred^[]0;owned^G\nyou> "
+        )
+        assert b"\x1b[31m" not in term.raw
+        assert b"\x1b]0;" not in term.raw
+        term.line("/quit")
+        assert term.wait() == 0
+
+
+def test_token_minted_from_the_server_secret_beside_it(tmp_path: Path) -> None:
+    # The server keeps its generated secret in ./.chatbot; the client, run in the same
+    # directory without CHATBOT_TOKEN, signs its tokens with it, for the login name.
+    with slow_server(tmp_path, CHATBOT_JWT_SECRET="", CHATBOT_DATA_DIR="") as server:
+        secret = (tmp_path / ".chatbot" / "jwt-secret").read_text().strip()
+        with terminal(cwd=tmp_path, CHATBOT_PORT=str(server.port)) as term:
+            session_id = term.expect_re(r"session: (\S+) \(new\).*\nyou> ").group(1)
+            term.line("hi")
+            term.expect("assistant> Echo: hi\nyou> ")
+            term.line("/quit")
+            assert term.wait() == 0
+        token = make_token(getpass.getuser(), secret=secret)
+        assert session(server, token, session_id)["message_count"] == 2
+
+
+def test_without_a_token_or_a_secret_it_says_what_to_do(tmp_path: Path) -> None:
+    result = run_client("--url", "http://127.0.0.1:9", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    secret = (tmp_path / ".chatbot" / "jwt-secret").resolve()
+    assert result.stderr == (
+        "chatbot: error: no token: set CHATBOT_TOKEN (`chatbot token --sub you` prints one), "
+        "or run `chatbot chat` in the directory where `chatbot serve` runs, to sign one with "
+        f"its secret ({secret} does not exist)\n"
+    )
+
+
+def test_a_server_that_is_not_running_is_named(tmp_path: Path) -> None:
+    port = free_port()
+    result = run_client(CHATBOT_PORT=str(port), CHATBOT_TOKEN=make_token("x"), cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"chatbot: error: cannot reach the chatbot server at http://127.0.0.1:{port} "
+        "(connection refused); start it with `chatbot serve`, or pass its address with --url\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("token", "reason"),
+    [
+        (make_token("x", secret=OTHER_SECRET), "invalid token"),
+        (make_token("x", ttl=-3600), "token expired"),
+    ],
+)
+def test_a_refused_token_is_one_line(
+    server: ServeProcess, tmp_path: Path, token: str, reason: str
+) -> None:
+    result = run_client("--url", server.url, cwd=tmp_path, CHATBOT_TOKEN=token)
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"chatbot: error: the server refused the token in CHATBOT_TOKEN ({reason}); "
+        "get a fresh one with `chatbot token --sub you`\n"
+    )
+
+
+def test_a_session_that_is_not_yours_is_not_found(server: ServeProcess, tmp_path: Path) -> None:
+    with connect(server.ws_url, additional_headers=bearer(make_token("owner"))) as ws:
+        theirs = recv_json(ws)["session_id"]
+    for session_id in (theirs, "nope"):
+        result = run_client(
+            "--url", server.url, "--session", session_id,
+            cwd=tmp_path, CHATBOT_TOKEN=make_token("intruder"),
+        )  # fmt: skip
+        assert result.returncode == 1
+        assert result.stderr == (
+            f"chatbot: error: session {session_id!r} not found: it was deleted or belongs to "
+            "another user; run without --session to start a new one\n"
+        )
+
+
+def test_an_error_frame_is_shown_with_its_wait(tmp_path: Path) -> None:
+    with slow_server(tmp_path, CHATBOT_RATE_LIMIT_PER_MINUTE="1") as server:
+        args = ("--url", server.url)
+        with terminal(*args, cwd=tmp_path, CHATBOT_TOKEN=make_token("hasty")) as term:
+            term.expect("you> ")
+            term.line("one")
+            term.expect("assistant> Echo: one\nyou> ")
+            term.line("two")
+            wait = term.expect_re(
+                r"error: more than 1 messages a minute; the message was not stored, send it "
+                r"again in (\d+) s\nyou> "
+            ).group(1)
+            assert 1 <= int(wait) <= 60
+            term.line("/quit")
+            assert term.wait() == 0
+
+
+def test_a_restart_mid_reply_reconnects_and_the_reply_is_finished(tmp_path: Path) -> None:
+    token = make_token("restarted")
+    first = slow_server(tmp_path)
+    with first, terminal("--url", first.url, cwd=tmp_path, CHATBOT_TOKEN=token) as term:
+        session_id = term.expect_re(r"session: (\S+) \(new\).*\nyou> ").group(1)
+        term.line(LONG)
+        term.expect("assistant> Echo: w1 w2 ")
+        first.signal(signal.SIGKILL)
+        first.wait()
+        term.expect(f"[connection lost (no close frame); reconnecting to {first.url}]\n")
+        with ServeProcess(tmp_path, port=first.port) as second:
+            term.expect("[reconnected]\n")
+            # The message is sent again with its id: answered once, shown in full.
+            term.expect(f"assistant> Echo: {LONG}\nyou> ")
+            stored = messages(second, token, session_id)
+            assert [(m["role"], m["content"], m["status"]) for m in stored] == [
+                ("user", LONG, "complete"),
+                ("assistant", f"Echo: {LONG}", "complete"),
+            ]
+            term.line("/quit")
+            assert term.wait() == 0
+
+
+def test_a_deleted_session_gives_way_to_a_new_one(server: ServeProcess, tmp_path: Path) -> None:
+    token = make_token("deleter")
+    with terminal("--url", server.url, cwd=tmp_path, CHATBOT_TOKEN=token) as term:
+        session_id = term.expect_re(r"session: (\S+) \(new\).*\nyou> ").group(1)
+        response = httpx.delete(f"{server.url}/api/sessions/{session_id}", headers=bearer(token))
+        assert response.status_code == 204
+        term.expect(f"[session {session_id} was deleted; your next message starts a new one]")
+        term.line("again")
+        new = term.expect_re(r"session: (\S+) \(new\)\n").group(1)
+        term.expect("assistant> Echo: again\nyou> ")
+        assert session(server, token, new)["message_count"] == 2
+        term.line("/quit")
+        assert term.wait() == 0
+
+
+def test_an_idle_socket_closed_by_the_server_is_reopened_quietly(tmp_path: Path) -> None:
+    # At debug level the server logs each close frame: the test sees the socket close.
+    idle = slow_server(tmp_path, CHATBOT_IDLE_TIMEOUT="1", CHATBOT_LOG_LEVEL="debug")
+    with idle as server:
+        args = ("--url", server.url)
+        with terminal(*args, cwd=tmp_path, CHATBOT_TOKEN=make_token("idler")) as term:
+            term.expect("you> ")
+            deadline = time.monotonic() + 20
+            while "< CLOSE 1000 (OK) idle timeout" not in server.log.read_text():
+                assert time.monotonic() < deadline, "the server never closed the idle socket"
+                time.sleep(0.05)
+            term.line("back")
+            term.expect("assistant> Echo: back\nyou> ")
+            assert "connection lost" not in term.text
+            term.line("/quit")
+            assert term.wait() == 0
+
+
+def test_under_a_mount_prefix(tmp_path: Path) -> None:
+    (tmp_path / "host.py").write_text(
+        "from contextlib import asynccontextmanager\n"
+        "from starlette.applications import Starlette\n"
+        "from starlette.responses import PlainTextResponse\n"
+        "from starlette.routing import Mount, Route\n"
+        "from chatbot.app import create_app\n\n"
+        "chat = create_app()\n\n\n"
+        "@asynccontextmanager\n"
+        "async def lifespan(app):\n"
+        "    async with chat.router.lifespan_context(chat) as state:\n"
+        "        yield state\n\n\n"
+        "async def healthz(request):\n"
+        "    return PlainTextResponse('ok')\n\n\n"
+        "routes = [Route('/healthz', healthz), Mount('/chat', app=chat)]\n"
+        "app = Starlette(routes=routes, lifespan=lifespan)\n"
+    )
+    command = ["-m", "uvicorn", "--app-dir", str(tmp_path), "host:app", "--port"]
+    with ServeProcess(tmp_path, lambda port: [*command, str(port)]) as server:
+        token = make_token("mounted")
+        url = f"{server.url}/chat"
+        with terminal("--url", url + "/", cwd=tmp_path, CHATBOT_TOKEN=token) as term:
+            session_id = term.expect_re(r"session: (\S+) \(new\).*\nyou> ").group(1)
+            term.line("under a prefix")
+            term.expect("assistant> Echo: under a prefix\nyou> ")
+            term.line("/sessions")
+            term.expect_re(rf"\*  1  {re.escape(session_id)}  .*  2 messages  \(untitled\)\n")
+            term.line("/quit")
+            assert term.wait() == 0
+        result = run_client("--url", server.url, cwd=tmp_path, CHATBOT_TOKEN=token)
+        assert result.returncode == 1
+        # Without the prefix, the host app refuses the upgrade (Starlette answers 403).
+        assert result.stderr == (
+            f"chatbot: error: {server.url} has no chat socket (HTTP 403); give --url the "
+            "chatbot server's base URL, with its mount prefix if it has one\n"
+        )
+
+
+def test_urls() -> None:
+    assert base_url("http://127.0.0.1:8000/") == "http://127.0.0.1:8000"
+    assert base_url("https://example.com/chat/") == "https://example.com/chat"
+    assert base_url("ws://h:1/x") == "http://h:1/x"
+
+
+def test_printable_keeps_text_and_shows_controls() -> None:
+    assert printable("héllo\n\tworld ✓") == "héllo\n\tworld ✓"
+    assert printable("\x1b[2J\x07\r\x7f\x9b") == "^[[2J^G^M^?\\x9b"
