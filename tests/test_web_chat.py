@@ -93,6 +93,7 @@ def test_follow_the_printed_link_chat_and_reload(tmp_path: Path, page: Page) -> 
         expect(page).not_to_have_url(re.compile("token"))
         assert token in page.evaluate("JSON.stringify(sessionStorage)")
         assert token not in page.evaluate("JSON.stringify(localStorage)")
+        assert token not in page.content()
         message = "hello from the printed link, one word at a time"
         send_message(page, message)
         log = page.get_by_role("log")
@@ -151,6 +152,19 @@ def test_an_expired_token_gets_the_sign_in_panel(
     page.get_by_role("textbox", name="Token").fill(ALICE)
     page.get_by_role("button", name="Sign in").click()
     expect(page.get_by_role("textbox", name="Message")).to_be_editable()
+
+
+def test_sign_out_forgets_the_token(server: LiveServer, page: Page) -> None:
+    open_chat(page, server.url, ALICE)
+    send_message(page, "private")
+    wait_for_replies(page, 1)
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_role("textbox", name="Token")).to_be_visible()
+    expect(page.get_by_role("log")).to_be_hidden()
+    assert ALICE not in page.evaluate("JSON.stringify(sessionStorage)")
+    page.reload()
+    expect(page.get_by_role("textbox", name="Token")).to_be_visible()
+    expect(page.get_by_text("private")).to_have_count(0)
 
 
 # Sending and stopping -----------------------------------------------------------------------

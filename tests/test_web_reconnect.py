@@ -145,23 +145,31 @@ def test_restart_mid_reply_reconnects_and_finishes(
         first.wait()
         expect(banner).to_be_visible()
         screenshot(page, "reconnect-banner")
+        # What is written while the server is away waits for it.
+        send_message(page, "written while down")
     finally:
         first.stop()
     with slow_serve(tmp_path, port=first.port) as again:
         expect(banner).to_be_hidden()
-        wait_for_replies(page, 1)
+        wait_for_replies(page, 2)
         expect(log).to_contain_text(f"Echo: {LONG}")
+        expect(log).to_contain_text("Echo: written while down")
         with httpx.Client(base_url=again.url, headers=bearer(ALICE)) as api:
             (session,) = api.get("/api/sessions").json()["sessions"]
             stored = api.get(f"/api/sessions/{session['session_id']}/messages").json()
-    # Sent again with its id, the message was answered once, and not stored twice.
-    assert [(m["role"], m["content"], m["status"]) for m in stored["messages"]] == [
-        ("user", LONG, "complete"),
+    # Sent again with its id, each message was answered once, and stored once.
+    rows = [(m["role"], m["content"], m["status"]) for m in stored["messages"]]
+    assert sorted(rows) == [
         ("assistant", f"Echo: {LONG}", "complete"),
+        ("assistant", "Echo: written while down", "complete"),
+        ("user", LONG, "complete"),
+        ("user", "written while down", "complete"),
     ]
-    assert "client_id" in stored["messages"][0]
-    # The page shows the reply once.
-    assert log.inner_text().count(f"Echo: {LONG}") == 1
+    assert all("client_id" in m for m in stored["messages"] if m["role"] == "user")
+    # The page shows each reply once.
+    shown = log.inner_text()
+    assert shown.count(f"Echo: {LONG}") == 1
+    assert shown.count("Echo: written while down") == 1
 
 
 def test_sigterm_mid_reply_lets_it_finish_then_reconnects(
