@@ -343,3 +343,14 @@ def test_oidc_settings_that_cannot_work_are_refused(
 def test_an_http_issuer_on_loopback_is_accepted() -> None:
     settings = from_env(CHATBOT_OIDC_TOKEN="id", CHATBOT_OIDC_ISSUER="http://127.0.0.1:8080")
     assert settings.oidc_issuer == "http://127.0.0.1:8080"
+
+
+def test_keys_from_a_jwks_url_instead_of_discovery(
+    start_server: ServerFactory, provider: Provider
+) -> None:
+    """For a server that reaches the provider under another address than browsers do."""
+    server = start_oidc(start_server, provider.url, jwt_jwks_url=provider.url + "/jwks")
+    token = provider.sign_in("alice")["id_token"]
+    chat(server, token, "hi")
+    assert_refused(server, provider.sign_in("alice", client_id="another-app")["id_token"])
+    assert provider.count(DISCOVERY) == 0
