@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import ssl
 import time
 import weakref
 from collections.abc import Sequence
@@ -103,11 +104,13 @@ async def fetch_discovery(issuer: str, seconds: float) -> Discovery:
     url = discovery_url(issuer)
     # Loopback never goes through a proxy; elsewhere the environment's proxy settings apply.
     trust_env = not is_loopback(urlsplit(url).hostname or "")
+    # The system's certificate authorities, as for the JWKS (chatbot.jwks).
+    tls = ssl.create_default_context()
     try:
         async with (
             asyncio.timeout(seconds),
             httpx.AsyncClient(
-                timeout=seconds, follow_redirects=False, trust_env=trust_env
+                timeout=seconds, follow_redirects=False, trust_env=trust_env, verify=tls
             ) as client,
             client.stream("GET", url, headers={"Accept": "application/json"}) as response,
         ):
@@ -116,7 +119,7 @@ async def fetch_discovery(issuer: str, seconds: float) -> Discovery:
                 raise DiscoveryError(f"the discovery URL answered HTTP {response.status_code}")
             chunks: list[bytes] = []
             size = 0
-            async for chunk in response.aiter_raw():
+            async for chunk in response.aiter_bytes():  # decompressed, if it came gzipped
                 size += len(chunk)
                 if size > MAX_DISCOVERY_BYTES:
                     raise DiscoveryError(

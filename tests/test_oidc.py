@@ -3,6 +3,7 @@ discovery document names, over HTTP and on the chat socket."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import socket
@@ -12,7 +13,13 @@ from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
+import httpx
 import pytest
+from starlette.applications import Starlette
+from starlette.middleware.gzip import GZipMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 import chatbot.oidc
 from chatbot.errors import ConfigError
@@ -354,3 +361,22 @@ def test_keys_from_a_jwks_url_instead_of_discovery(
     chat(server, token, "hi")
     assert_refused(server, provider.sign_in("alice", client_id="another-app")["id_token"])
     assert provider.count(DISCOVERY) == 0
+
+
+def test_a_compressed_discovery_document_is_read() -> None:
+    """Providers compress their answers when asked to, as httpx asks."""
+    document = {"issuer": "", "jwks_uri": "http://127.0.0.1/jwks", "padding": "x" * 4000}
+
+    async def discovery(request: Request) -> Response:
+        return JSONResponse({**document, "issuer": str(request.base_url).rstrip("/")})
+
+    app = Starlette(routes=[Route(DISCOVERY, discovery)])
+    server = LiveServer(GZipMiddleware(app, minimum_size=0)).start()
+    try:
+        with httpx.Client() as http:
+            sent = http.get(server.url + DISCOVERY, headers={"Accept-Encoding": "gzip"})
+        assert sent.headers["content-encoding"] == "gzip"
+        found = asyncio.run(chatbot.oidc.fetch_discovery(server.url, 5))
+        assert found == chatbot.oidc.Discovery(server.url, "http://127.0.0.1/jwks")
+    finally:
+        server.stop()
