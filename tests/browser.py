@@ -24,8 +24,8 @@ import pytest
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page
 
-#: Debian's Chromium; CHATBOT_CHROMIUM points elsewhere for other systems.
-CHROMIUM = Path(os.environ.get("CHATBOT_CHROMIUM", "/usr/bin/chromium"))
+#: Debian's Chromium; CHROMIUM_PATH points elsewhere for other systems.
+CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
     "--no-sandbox",  # containers and CI runners rarely allow Chromium's user namespaces
     "--disable-gpu",
@@ -60,7 +60,7 @@ def browser() -> Iterator[Browser]:
     if not os.access(CHROMIUM, os.X_OK):
         unavailable(
             f"no Chromium at {CHROMIUM}: install it (apt-get install chromium) "
-            "or set CHATBOT_CHROMIUM to its path"
+            "or set CHROMIUM_PATH to its path"
         )
     expect.set_options(timeout=TIMEOUT_MS)
     with sync_playwright() as playwright:

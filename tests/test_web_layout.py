@@ -7,12 +7,13 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
 from chatbot.settings import BackendConfig
 from tests.browser import open_chat, screenshot, send_message, wait_for_replies
-from tests.conftest import LiveServer, ServerFactory, make_token
+from tests.conftest import LiveServer, ServerFactory, bearer, make_token
 
 pytestmark = pytest.mark.e2e
 pytest_plugins = ["tests.browser"]
@@ -54,7 +55,10 @@ def test_accessible_names(start_server: ServerFactory, page: Page) -> None:
     # The new session is a link in the list, named by its title.
     links = nav.get_by_role("listitem").get_by_role("link")
     expect(links).to_have_count(1)
-    assert (links.first.text_content() or "").strip()
+    with httpx.Client(base_url=server.url, headers=bearer(ALICE)) as api:
+        (session,) = api.get("/api/sessions").json()["sessions"]
+    assert session["title"]
+    expect(links.first).to_have_accessible_name(session["title"])
 
 
 def test_phone_width(server: LiveServer, new_page: Callable[..., Page]) -> None:
@@ -74,6 +78,8 @@ def test_phone_width(server: LiveServer, new_page: Callable[..., Page]) -> None:
     nav = page.get_by_role("navigation", name="Sessions")
     expect(nav.get_by_role("link").first).to_be_in_viewport()
     expect(page.get_by_role("button", name="New chat")).to_be_in_viewport()
+    expect(nav.get_by_role("button", name=re.compile("^Rename")).first).to_be_in_viewport()
+    expect(nav.get_by_role("button", name=re.compile("^Delete")).first).to_be_in_viewport()
     assert page.evaluate("document.scrollingElement.scrollWidth") <= 360
     screenshot(page, "chat-phone-360-sessions")
     page.get_by_role("button", name="New chat").click()
