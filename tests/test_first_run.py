@@ -25,9 +25,11 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
-from tests.conftest import SECRET, bearer
-from tests.processes import FOREIGN_PREFIXES
+from tests.conftest import SECRET, bearer, make_token
+from tests.processes import FOREIGN_PREFIXES, ServeProcess
 
 #: How long a start that cannot succeed may take to say so and exit.
 FAIL_WITHIN = 15.0
@@ -551,3 +553,28 @@ def test_token_reads_an_exported_secret_from_dotenv(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert claims(result.stdout.strip())["sub"] == "frank"
+
+
+# -- what the documentation shows --------------------------------------------------------
+
+
+@pytest.mark.e2e
+def test_chatbot_serve_sends_what_docs_protocol_shows(tmp_path: Path) -> None:
+    """docs/protocol.md: the 1009 reason under ``chatbot serve`` (uvicorn's), compact JSON
+    over HTTP and spaced frames on the socket."""
+    token = make_token("alice")
+    with ServeProcess(tmp_path, CHATBOT_MAX_FRAME_BYTES="1000") as server:
+        refused = httpx.get(f"{server.url}/api/sessions?limit=0", headers=bearer(token))
+        assert refused.text == (
+            '{"error":{"code":"invalid_limit","message":"limit must be an integer from 1 to 100"}}'
+        )
+        with connect(server.ws_url, additional_headers=bearer(token)) as ws:
+            first = ws.recv(timeout=10)
+            assert isinstance(first, str)
+            assert first.startswith('{"session_id": "')
+            ws.send('{"message": "' + "x" * 1001 + '"}')
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(timeout=10)
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 1009
+    assert closed.value.rcvd.reason == "frame with 1016 bytes exceeds limit of 1000 bytes"
