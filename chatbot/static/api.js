@@ -1,6 +1,6 @@
 // The HTTP API, by paths relative to the page (so it works wherever the app is mounted).
 
-import { currentToken } from "./auth.js";
+import { currentToken, expired } from "./auth.js";
 
 /** The user has to sign in (again): no token, or the server refused it. */
 export class AuthRequired extends Error {}
@@ -27,7 +27,9 @@ async function errorOf(response) {
 /** Call the API: `api("GET", "api/sessions")`. Resolves to the JSON body (null for 204). */
 export async function api(method, path, body) {
   const token = currentToken();
-  if (token === null) throw new AuthRequired("Sign in to chat.");
+  if (token === null) {
+    throw new AuthRequired(expired() ? "Your sign-in has expired; sign in again." : "Sign in to chat.");
+  }
   const init = { method, headers: { Authorization: "Bearer " + token }, cache: "no-store" };
   if (body !== undefined) {
     init.headers["Content-Type"] = "application/json";

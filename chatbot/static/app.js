@@ -493,7 +493,7 @@ async function start() {
     }
   }
   if (auth.currentToken() === null) {
-    showSignIn(problem);
+    showSignIn(problem || (auth.expired() ? "Your sign-in has expired; sign in again." : ""));
     return;
   }
   enter();

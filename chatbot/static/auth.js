@@ -71,6 +71,12 @@ export function currentToken() {
   return usable(token) ? token : null;
 }
 
+/** True when a token is kept but has expired: the user signed in before, so say so. */
+export function expired() {
+  const fromOidc = oidc !== null ? oidc.currentToken() : null;
+  return currentToken() === null && Boolean(fromOidc || stored());
+}
+
 /** Keep a token the user pasted; accepts "Bearer <token>" and a whole sign-in link too. */
 export function setToken(text) {
   let token = text.trim();

@@ -56,6 +56,7 @@ export class Connection {
     this.seen = new Set();
     // Why the connection was lost (the server's close reason), while reconnecting.
     this.outage = "";
+    this.cancelOnOpen = false;
   }
 
   /** Open the socket. */
@@ -76,11 +77,10 @@ export class Connection {
     this.updateKeepalive();
   }
 
-  /** Stop the reply in progress; false when the socket is not open to say so. */
+  /** Stop the reply in progress; while reconnecting, as soon as the socket is back. */
   cancel() {
-    if (!this.isOpen) return false;
-    this.write({ type: "cancel" });
-    return true;
+    if (this.isOpen) this.write({ type: "cancel" });
+    else this.cancelOnOpen = true;
   }
 
   /** Stop waiting for an answer to `id` (the user gave up on it). */
@@ -152,6 +152,8 @@ export class Connection {
       this.handlers.state("open");
       // Unanswered messages again, with their ids: the server answers each id once.
       for (const payload of this.outbox.values()) this.write(payload);
+      if (this.cancelOnOpen) this.write({ type: "cancel" });
+      this.cancelOnOpen = false;
       this.updateKeepalive();
     });
     socket.addEventListener("message", (event) => {
