@@ -156,10 +156,18 @@ def test_the_access_token_is_renewed_before_it_expires(
     expect(page.get_by_role("button", name=re.compile("^Sign in with "))).to_be_hidden()
 
 
+@pytest.mark.parametrize(
+    "refresh_tokens", [False, True], ids=["no-refresh-token", "no-new-id-token"]
+)
 def test_without_renewal_the_page_asks_to_sign_in_at_expiry(
-    start_server: ServerFactory, start_provider: Callable[..., Provider], page: Page
+    start_server: ServerFactory,
+    start_provider: Callable[..., Provider],
+    page: Page,
+    refresh_tokens: bool,
 ) -> None:
-    provider = start_provider(token_lifetime=timedelta(seconds=4), refresh_tokens=False)
+    """ID tokens that live 4 s, from a provider that grants no refresh token, or whose
+    refresh answer holds no new ID token (as this one's): signed out at expiry."""
+    provider = start_provider(token_lifetime=timedelta(seconds=4), refresh_tokens=refresh_tokens)
     server = start_chat(start_server, provider, jwt_leeway=0)
     sign_in(page, server, provider, "dave")
     send_message(page, "hi")
@@ -168,6 +176,7 @@ def test_without_renewal_the_page_asks_to_sign_in_at_expiry(
         timeout=10_000
     )
     expect(page.get_by_role("button", name=re.compile("^Sign in with "))).to_be_visible()
+    assert provider.count("/oauth2/token") == (2 if refresh_tokens else 1)
 
 
 def test_a_refused_sign_in_is_explained(
