@@ -12,7 +12,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+from websockets.exceptions import (
+    ConnectionClosed,
+    InvalidHandshake,
+    InvalidMessage,
+    InvalidStatus,
+    InvalidURI,
+)
 from websockets.typing import Subprotocol
 
 from chatbot.terminal.api import why
@@ -95,10 +101,15 @@ class Link:
             )
         except InvalidStatus as exc:
             status = exc.response.status_code
+            if status >= 500:  # a proxy in front of a server that is restarting
+                raise Unreachable(self.server.unreachable(f"HTTP {status}")) from None
             raise ChatError(
                 f"{self.server.base} has no chat socket (HTTP {status}); give --url the "
                 "chatbot server's base URL, with its mount prefix if it has one"
             ) from None
+        except InvalidMessage as exc:
+            # The connection was closed before a response: a server starting or stopping.
+            raise Unreachable(self.server.unreachable(why(exc))) from None
         except (InvalidHandshake, InvalidURI) as exc:
             raise ChatError(f"{self.server.base} did not answer as chatbot does: {exc}") from None
         except (OSError, TimeoutError) as exc:
