@@ -315,6 +315,21 @@ def test_session_continues_and_shows_its_newest_messages_as_text(
         assert term.wait() == 0
 
 
+def test_escape_sequences_in_a_streamed_reply_are_shown_as_text(
+    server: ServeProcess, tmp_path: Path
+) -> None:
+    token = make_token("escaper")
+    with terminal("--url", server.url, cwd=tmp_path, CHATBOT_TOKEN=token) as term:
+        term.expect("you> ")
+        # Ctrl-V makes readline insert the next key, Esc, as it is: the echo backend then
+        # streams the escape sequence back.
+        term.line("\x16\x1b[32mgreen")
+        term.expect("assistant> Echo: ^[[32mgreen\nyou> ")
+        assert b"\x1b[32m" not in term.raw
+        term.line("/quit")
+        assert term.wait() == 0
+
+
 def test_token_minted_from_the_server_secret_beside_it(tmp_path: Path) -> None:
     # The server keeps its generated secret in ./.chatbot; the client, run in the same
     # directory without CHATBOT_TOKEN, signs its tokens with it, for the login name.
