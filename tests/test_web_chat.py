@@ -137,6 +137,18 @@ def test_paste_a_token_then_expire(
     # At expiry the server closes the socket (4401); the page asks for a token again.
     console.allow(r"status of 401")
     expect(page.get_by_role("textbox", name="Token")).to_be_visible(timeout=20_000)
+    # Signed in again, the chat goes on where it was.
+    page.get_by_role("textbox", name="Token").fill(ALICE)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("log")).to_contain_text("Echo: pasted")
+    send_message(page, "renewed")
+    wait_for_replies(page, 2)
+    assert [m["content"] for m in history(server.url)] == [
+        "pasted",
+        "Echo: pasted",
+        "renewed",
+        "Echo: renewed",
+    ]
 
 
 def test_an_expired_token_gets_the_sign_in_panel(
