@@ -1,4 +1,4 @@
-"""The ``chatbot`` command: ``serve``, ``token``, ``open``, ``backends`` and ``migrate``."""
+"""The ``chatbot`` command: ``serve``, ``token``, ``open``, ``backends``, ``migrate``, ``chat``."""
 
 from __future__ import annotations
 

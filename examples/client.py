@@ -5,7 +5,9 @@
 
 It speaks exactly the frames of the original API document: it sends
 ``{"message": ..., "session_id": ...}`` and reads ``{"message": ..., "session_id": ...}``
-back. See docs/protocol.md for the whole protocol.
+back. See docs/protocol.md for the whole protocol, and ``chatbot chat`` (docs/terminal.md)
+for a full terminal client. It needs only ``websockets`` and ``httpx``, which chatbot
+installs.
 """
 
 from __future__ import annotations
