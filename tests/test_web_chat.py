@@ -295,16 +295,25 @@ WATCH_CODE = """body => {
 def test_a_code_block_stays_one_while_it_streams(start_server: ServerFactory, page: Page) -> None:
     server = slow_server(start_server, delay=0.1)
     open_chat(page, server.url, ALICE)
-    lines = [f"L{n:02}" for n in range(1, 21)]
+    lines = [f"L{n:02}" for n in range(1, 31)]
     send_message(page, "Code:\n```\n" + "\n".join(lines) + "\n```\nDone.")
     # The reply's element, as soon as it exists (sampling needs it, not just its text).
     reply = page.locator("[role=log] .assistant .message-body").last
     reply.wait_for(state="attached")
     page.evaluate(WATCH_CODE, reply.element_handle())
+    # Finished blocks are left alone while the reply grows: the paragraph before the code
+    # is the same element (not redrawn, so it cannot flicker) many renderings later.
+    body = reply.element_handle()
+    showing = "([el, text]) => el.querySelector('pre code')?.textContent.includes(text)"
+    page.wait_for_function(showing, arg=[body, "L03"])
+    paragraph = reply.get_by_text("Echo: Code:").element_handle()
+    page.wait_for_function(showing, arg=[body, "L15"])
+    assert page.get_by_role("log").get_attribute("aria-busy") == "true", "too late a sample"
+    assert paragraph.evaluate("el => el.isConnected"), "the first paragraph was redrawn"
     wait_for_replies(page, 1)
     samples, broken = page.evaluate("[window.__samples, window.__broken]")
     assert broken == []
     assert samples >= 10, f"only {samples} renderings seen while streaming"
     code = page.get_by_role("log").locator("pre code").last
-    expect(code).to_have_text(re.compile(r"^L01\nL02\n[\s\S]*L20\s*$"))
+    expect(code).to_have_text(re.compile(r"^L01\nL02\n[\s\S]*L30\s*$"))
     expect(page.get_by_role("log")).to_contain_text("Done.")

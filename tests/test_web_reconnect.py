@@ -102,6 +102,7 @@ def test_a_dropped_connection_picks_up_the_reply_in_progress(
     expect(log).to_contain_text("Echo: w0 w1")
     # The server goes on generating; the page reconnects (?stream=1) and is sent the text so
     # far, then the rest.
+    assert log.get_attribute("aria-busy") == "true", "the reply ended before the cut"
     proxy.cut()
     wait_for_replies(page, 1)
     expect(log).to_contain_text(f"Echo: {LONG}")
@@ -141,6 +142,7 @@ def test_restart_mid_reply_reconnects_and_finishes(
         banner = page.get_by_text("reconnecting")
         expect(banner).to_be_hidden()
         # A crash: the reply dies with the process; the user's message was already stored.
+        assert log.get_attribute("aria-busy") == "true", "the reply ended before the kill"
         first.signal(signal.SIGKILL)
         first.wait()
         expect(banner).to_be_visible()
