@@ -107,6 +107,7 @@ $("sign-out").addEventListener("click", async () => {
   closeConnection();
   sessionId = null;
   transcript.reset();
+  updateBusy();
   sidebar.clear();
   try {
     await auth.signOut();
@@ -220,6 +221,7 @@ async function openSession(id) {
   sessionId = id;
   historyMore = false;
   transcript.reset();
+  updateBusy();
   transcript.updateEmpty(false);
   showChooser(false);
   sidebar.setActive(id);
@@ -293,6 +295,7 @@ function newChat({ push = true } = {}) {
   sessionId = null;
   historyMore = false;
   transcript.reset();
+  updateBusy();
   transcript.updateEmpty(true);
   sidebar.setActive(null);
   setTitle(UNTITLED);
