@@ -27,6 +27,8 @@ from chatbot.terminal.errors import ChatError, Refused, Unreachable
 from chatbot.terminal.screen import REPLY, Screen, printable
 
 OPEN_TIMEOUT = 10.0
+#: /quit waits at most this long for a server that does not answer the close.
+CLOSE_TIMEOUT = 2.0
 #: Close codes after which reopening the socket cannot help.
 _FATAL_CLOSES = {4401, 4403, 4404, 4429}
 
@@ -97,6 +99,7 @@ class Link:
                 subprotocols=[Subprotocol("chatbot.v1")],
                 additional_headers={"Authorization": f"Bearer {self.credentials.token()}"},
                 open_timeout=OPEN_TIMEOUT,
+                close_timeout=CLOSE_TIMEOUT,
                 compression=None,
             )
         except InvalidStatus as exc:
@@ -248,6 +251,8 @@ class Link:
     def _reconnect(self, notice: str | None) -> None:
         if self._reconnecting is None or self._reconnecting.done():
             self._reconnecting = asyncio.create_task(self._reconnect_loop(notice))
+            self._tasks.add(self._reconnecting)
+            self._reconnecting.add_done_callback(self._tasks.discard)
 
     async def _reconnect_loop(self, notice: str | None) -> None:
         if notice is not None:
@@ -331,8 +336,6 @@ class Link:
 
     async def close(self) -> None:
         """Close the socket and stop every task of the link."""
-        if self._reconnecting is not None:
-            self._reconnecting.cancel()
         ws, self._ws = self._ws, None
         if ws is not None:
             await ws.close()

@@ -199,6 +199,9 @@ class Chat:
                     future.result()
                     return
                 except KeyboardInterrupt:
+                    pass
+                # Ctrl-C pressed again right now must not leave the reply running unseen.
+                with contextlib.suppress(KeyboardInterrupt):
                     self.loop.submit(self.link.interrupt())
 
     @contextlib.contextmanager
@@ -264,7 +267,7 @@ class Chat:
         self.screen.line(f"title: {printable(session['title'] or '')}")
 
     def close(self) -> None:
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(Exception, KeyboardInterrupt):
             self.loop.run(self.link.close())
         self.loop.close()
         self.api.close()
