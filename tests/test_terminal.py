@@ -400,6 +400,22 @@ def test_a_session_that_is_not_yours_is_not_found(server: ServeProcess, tmp_path
         )
 
 
+def test_a_token_that_expires_during_the_chat_ends_it_in_one_line(tmp_path: Path) -> None:
+    # Without leeway the server closes the socket (4401) the second the token expires.
+    with slow_server(tmp_path, CHATBOT_JWT_LEEWAY="0") as server:
+        token = make_token("brief", ttl=5)
+        with terminal("--url", server.url, cwd=tmp_path, CHATBOT_TOKEN=token) as term:
+            term.expect("you> ")
+            term.send("typed, not sent")
+            term.expect(
+                "chatbot: error: the server refused the token in CHATBOT_TOKEN (token expired); "
+                "get a fresh one with `chatbot token --sub you`\n",
+                timeout=30,
+            )
+            assert term.wait() == 1
+            assert term.rest() == ""
+
+
 def test_an_error_frame_is_shown_with_its_wait(tmp_path: Path) -> None:
     with slow_server(tmp_path, CHATBOT_RATE_LIMIT_PER_MINUTE="1") as server:
         args = ("--url", server.url)

@@ -134,7 +134,6 @@ class Chat:
             except KeyboardInterrupt:
                 self.screen.typing = False
                 if self.link.failed():
-                    self.screen.write("\n")
                     return 1
                 if interrupted:
                     self.screen.write("\n")

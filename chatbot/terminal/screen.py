@@ -51,7 +51,7 @@ class Screen:
             self._line_open = not text.endswith("\n")
 
     def line(self, text: str, *, error: bool = False) -> None:
-        """A whole line, on a line of its own; ``error`` sends it to stderr."""
+        """A whole line, on a line of its own; ``error``: one that ends the chat, to stderr."""
         stream = self.err if error else self.out
         with self._lock:
             if self.typing and self.interactive:
@@ -59,7 +59,8 @@ class Screen:
                 self.out.flush()
                 stream.write(text + "\n")
                 stream.flush()
-                self.out.write(self.prompt + _typed())
+                if not error:  # an error line ends the chat: no prompt to come back to
+                    self.out.write(self.prompt + _typed())
             else:
                 if self._line_open:
                     self.out.write("\n")
