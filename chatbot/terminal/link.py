@@ -212,7 +212,11 @@ class Link:
             self.screen.end_line()
             turn.started, turn.shown = False, ""
             self._show(turn, text)
-        self.screen.write(" [cancelled]\n" if status == "cancelled" else "\n")
+        if status == "cancelled":
+            gap = "" if turn.shown[-1:].isspace() else " "
+            self.screen.write(f"{gap}[cancelled]\n")
+        else:
+            self.screen.write("\n")
         turn.finish()
 
     def _error(self, turn: Turn, error: Any) -> None:
