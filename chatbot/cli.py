@@ -56,6 +56,8 @@ def serve(args: argparse.Namespace) -> int:
         # Chat frames are small; compression would cost each socket zlib state and CPU, and
         # mix a reply's text with what others can influence (docs/security.md).
         "ws_per_message_deflate": False,
+        # uvicorn's websockets-sansio, able to reset a client that stopped reading.
+        "ws": "chatbot.transport:WebSocketProtocol",
         "log_level": settings.log_level.lower(),
         "log_config": log_config,
         "proxy_headers": False,

@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -36,6 +37,10 @@ CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
 CLOSE_TOO_MANY = 4429
+
+#: The ASGI scope extension through which a server offers what ASGI cannot ask for:
+#: ``{"drain": async callable, "abort": callable}``. See chatbot.transport.
+TRANSPORT_EXTENSION = "chatbot.transport"
 
 MAX_CLIENT_ID_CHARS = 128
 MAX_PENDING_FRAMES = 1024
@@ -68,6 +73,7 @@ class Connection:
         extended: bool,
         wants_deltas: bool,
         max_pending_bytes: int = 1_048_576,
+        send_timeout: float = 30.0,
     ) -> None:
         self.websocket = websocket
         self.session_id = session_id
@@ -84,6 +90,11 @@ class Connection:
         self.max_pending_bytes = max_pending_bytes
         self.pending_bytes = 0
         self.peak_pending_bytes = 0
+        #: Seconds one frame (or the close) may wait for room in the socket's buffers: a
+        #: client that takes nothing for that long is not reading, and is reset.
+        self.send_timeout = send_timeout
+        #: Whether the writer gave up on a client that stopped reading.
+        self.reset = False
         #: When the client last sent a frame (time.monotonic), for the idle timeout.
         self.last_frame_at = time.monotonic()
 
@@ -198,7 +209,10 @@ class Connection:
         return frame
 
     async def run_writer(self) -> None:
-        """Send queued frames in order; close the socket when asked to."""
+        """Send queued frames in order; close the socket when asked to; reset it when the
+        client takes no frame for ``send_timeout`` seconds."""
+        transport = (self.websocket.scope.get("extensions") or {}).get(TRANSPORT_EXTENSION)
+        drain = transport.get("drain") if transport else None
         try:
             while True:
                 await self._wake.wait()
@@ -206,11 +220,21 @@ class Connection:
                 while self._pending:
                     frame = self._pending.popleft()
                     self.pending_bytes -= _frame_bytes(frame)
-                    await self.websocket.send_text(dumps(frame))
+                    async with asyncio.timeout(self.send_timeout):
+                        await self.websocket.send_text(dumps(frame))
+                        if drain is not None:
+                            # Else a client that stopped reading is noticed only when
+                            # another frame is sent, which may be never.
+                            await drain()
                 if self._close is not None:
                     code, reason = self._close
-                    await self.websocket.close(code, reason)
+                    # The close frame queues behind the bytes the client has not read.
+                    async with asyncio.timeout(self.send_timeout):
+                        await self.websocket.close(code, reason)
                     return
+        except TimeoutError:
+            # Before OSError, of which TimeoutError is a subclass.
+            self._give_up(transport.get("abort") if transport else None)
         except (WebSocketDisconnect, RuntimeError, OSError):
             # The client went away (or the server closed the socket): nothing to send to.
             self._close = self._close or (CLOSE_NORMAL, "")
@@ -219,7 +243,29 @@ class Connection:
             logger.exception("cannot send a frame; closing the socket")
             self._close = (CLOSE_INTERNAL_ERROR, "internal error")
             with contextlib.suppress(Exception):
-                await self.websocket.close(*self._close)
+                async with asyncio.timeout(self.send_timeout):
+                    await self.websocket.close(*self._close)
+
+    def _give_up(self, abort: Callable[[], None] | None) -> None:
+        """End a connection whose client took nothing for ``send_timeout`` seconds."""
+        self._pending.clear()
+        self.pending_bytes = 0
+        self._close = self._close or (CLOSE_POLICY, "client is not reading its frames")
+        self.reset = True
+        client = self.websocket.client
+        logger.info(
+            "%s took no frame for %g s; %s",
+            f"{client.host}:{client.port}" if client else "a client",
+            self.send_timeout,
+            "resetting its connection" if abort else "giving up on it",
+        )
+        # A close frame cannot reach a client that reads nothing, and ASGI has no message
+        # that drops a connection: once the endpoint returns, uvicorn waits without a bound
+        # for the client to read what is buffered. The server may offer a reset (chatbot
+        # serve does, see chatbot.transport); either way the endpoint now ends, which frees
+        # the user's socket slot.
+        if abort is not None:
+            abort()
 
 
 async def _reject(websocket: WebSocket, subprotocol: str | None, code: int, reason: str) -> None:
@@ -280,6 +326,7 @@ async def _chat(
         extended=subprotocol is not None,
         wants_deltas=websocket.query_params.get("stream") in ("1", "true"),
         max_pending_bytes=runtime.settings.max_pending_bytes,
+        send_timeout=runtime.settings.send_timeout,
     )
     if requested is None:
         # Exactly the original document's frame, and no other key.
@@ -296,9 +343,15 @@ async def _chat(
         _close_at_expiry(connection, identity.expires_at + runtime.verifier.leeway)
     )
     idle = asyncio.create_task(_close_when_idle(connection, runtime.settings.idle_timeout))
+    reader = asyncio.create_task(_read(websocket, connection, runtime, identity.user_id))
     try:
-        await _read(websocket, connection, runtime, identity.user_id)
+        # The writer ends first when it gives up on a client that stopped reading: that
+        # client sends nothing either, and without a reset no disconnect reaches the reader.
+        await asyncio.wait((reader, writer), return_when=asyncio.FIRST_COMPLETED)
+        if reader.done():
+            reader.result()
     finally:
+        reader.cancel()
         runtime.conversations.unsubscribe(session.id, connection)
         expiry.cancel()
         idle.cancel()
