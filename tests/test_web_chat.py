@@ -233,6 +233,8 @@ def test_rate_limited_shows_the_wait(start_server: ServerFactory, page: Page) ->
         re.compile(r"\b(?:in|wait|after)\s+\d+\s*(?:s|sec|seconds?)\b", re.IGNORECASE)
     )
     expect(error).to_be_visible()
+    # Once: the wait is not repeated.
+    assert len(re.findall(r"\d+\s*s\b", error.inner_text())) == 1, error.inner_text()
     screenshot(page, "rate-limited")
     assert [m["content"] for m in history(server.url)] == ["one", "Echo: one", "two", "Echo: two"]
 
