@@ -198,3 +198,34 @@ def test_sigterm_mid_reply_lets_it_finish_then_reconnects(
         wait_for_replies(page, 2)
         expect(log).to_contain_text("Echo: after the restart")
     assert log.inner_text().count(f"Echo: {LONG}") == 1
+
+
+def test_stop_while_reconnecting_cancels_once_back(
+    tmp_path: Path, page: Page, console: ConsoleLog
+) -> None:
+    console.allow(r"ERR_CONNECTION_REFUSED|WebSocket connection to .* failed")
+    first = slow_serve(tmp_path).__enter__()
+    try:
+        open_chat(page, first.url, ALICE)
+        send_message(page, LONG)
+        log = page.get_by_role("log")
+        expect(log).to_contain_text("Echo: w0 w1")
+        first.signal(signal.SIGKILL)
+        first.wait()
+        expect(page.get_by_text("reconnecting")).to_be_visible()
+        # The user gives up on the reply while the server is away.
+        page.get_by_role("button", name="Stop").click()
+    finally:
+        first.stop()
+    with slow_serve(tmp_path, port=first.port) as again:
+        expect(page.get_by_text("reconnecting")).to_be_hidden()
+        expect(log).to_have_attribute("aria-busy", "false")
+        expect(log).to_contain_text("cancelled")
+        expect(page.get_by_role("button", name="Stop")).to_be_hidden()
+        with httpx.Client(base_url=again.url, headers=bearer(ALICE)) as api:
+            (session,) = api.get("/api/sessions").json()["sessions"]
+            stored = api.get(f"/api/sessions/{session['session_id']}/messages").json()
+    (user, reply) = stored["messages"]
+    assert (user["content"], reply["role"], reply["status"]) == (LONG, "assistant", "cancelled")
+    assert reply["content"] != f"Echo: {LONG}"
+    assert f"Echo: {LONG}" not in log.inner_text()
