@@ -19,6 +19,7 @@ from starlette.routing import Mount
 
 from chatbot.app import create_app
 from tests.browser import (
+    ConsoleLog,
     open_chat,
     screenshot,
     send_message,
@@ -224,3 +225,23 @@ def test_model_output_never_becomes_html(server: LiveServer, page: Page, leak: L
     screenshot(page, "injection")
     # Had an image loaded, the other server would have heard of it.
     assert leak.paths == []
+
+
+def test_the_browser_enforces_the_policy(
+    server: LiveServer, page: Page, console: ConsoleLog
+) -> None:
+    open_chat(page, server.url, ALICE)
+    # Script that got into the page some other way than the page's own files does not run,
+    # and the refusal reaches the console, where every browser test looks for errors.
+    refusal = re.compile("Content Security Policy")
+    with page.expect_console_message(lambda m: bool(refusal.search(m.text))):
+        page.evaluate(
+            """() => {
+                const script = document.createElement('script');
+                script.textContent = 'window.__pwned = 1';
+                document.body.append(script);
+            }"""
+        )
+    assert page.evaluate("window.__pwned") is None
+    assert any(refusal.search(error) for error in console.errors), console.errors
+    console.allow(refusal.pattern)
