@@ -301,14 +301,20 @@ def test_session_continues_and_shows_its_newest_messages_as_text(
         # the user's terminal: they are shown as text.
         ws.send('{"message": "\\u001b[31mred\\u001b]0;owned\\u0007"}')
         recv_json(ws)
+        ws.send('{"message": "stop me now"}')
+        ws.send('{"type": "cancel"}')
+        assert recv_json(ws)["status"] == "cancelled"
     args = ("--url", server.url, "--session", session_id)
     with terminal(*args, cwd=tmp_path, CHATBOT_TOKEN=token) as term:
         term.expect(
             f"session: {session_id} (untitled); /help lists the commands\n"
             "[earlier messages not shown]\n"
-            "you> m3\nassistant> Echo: m3\nyou> m4\nassistant> Echo: m4\n"
-            "you> ^[[31mred^[]0;owned^G\nassistant> Echo: ^[[31mred^[]0;owned^G\nyou> "
+            "you> m4\nassistant> Echo: m4\n"
+            "you> ^[[31mred^[]0;owned^G\nassistant> Echo: ^[[31mred^[]0;owned^G\n"
+            "you> stop me now\n"
         )
+        # Stopped before or just after its first word, which ends with a space.
+        term.expect_re(r"assistant> (Echo: )?\[cancelled\]\nyou> ")
         assert b"\x1b[31m" not in term.raw
         assert b"\x1b]0;" not in term.raw
         term.line("/quit")

@@ -24,7 +24,7 @@ from websockets.typing import Subprotocol
 from chatbot.terminal.api import why
 from chatbot.terminal.endpoint import Credentials, Server
 from chatbot.terminal.errors import ChatError, Refused, Unreachable
-from chatbot.terminal.screen import REPLY, Screen, printable
+from chatbot.terminal.screen import REPLY, Screen, printable, status_mark
 
 OPEN_TIMEOUT = 10.0
 #: /quit waits at most this long for a server that does not answer the close.
@@ -212,11 +212,8 @@ class Link:
             self.screen.end_line()
             turn.started, turn.shown = False, ""
             self._show(turn, text)
-        if status == "cancelled":
-            gap = "" if turn.shown[-1:].isspace() else " "
-            self.screen.write(f"{gap}[cancelled]\n")
-        else:
-            self.screen.write("\n")
+        mark = status_mark(turn.shown, status) if isinstance(status, str) else ""
+        self.screen.write(mark + "\n")
         turn.finish()
 
     def _error(self, turn: Turn, error: Any) -> None:

@@ -24,7 +24,7 @@ from chatbot.terminal.endpoint import (
 )
 from chatbot.terminal.errors import ChatError, Unreachable
 from chatbot.terminal.link import Link
-from chatbot.terminal.screen import PROMPT, REPLY, Screen, printable
+from chatbot.terminal.screen import PROMPT, REPLY, Screen, printable, status_mark
 
 #: How many of a session's newest messages ``/switch`` and ``--session`` show.
 RECENT_MESSAGES = 6
@@ -117,8 +117,8 @@ class Chat:
             self.screen.line("[earlier messages not shown]")
         for message in messages:
             prefix = PROMPT if message["role"] == "user" else REPLY
-            status = "" if message["status"] == "complete" else f" [{message['status']}]"
-            self.screen.line(f"{prefix}{printable(message['content'])}{status}")
+            mark = status_mark(message["content"], message["status"])
+            self.screen.line(f"{prefix}{printable(message['content'])}{mark}")
 
     def run(self) -> int:
         """Read and act on lines until /quit or end of input; the exit status."""

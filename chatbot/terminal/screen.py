@@ -27,6 +27,15 @@ def printable(text: str) -> str:
     return "".join(out)
 
 
+def status_mark(text: str, status: str) -> str:
+    """What follows a reply's text: nothing when it completed, else `` [cancelled]`` (or
+    ``[error]``), without a second space after a text that ends with one."""
+    if status == "complete":
+        return ""
+    gap = " " if text and not text[-1].isspace() else ""  # REPLY itself ends with one
+    return f"{gap}[{printable(status)}]"
+
+
 class Screen:
     """Where the chat is printed. A line that arrives while the user types is printed
     above the prompt, which is drawn again with what was typed so far."""
