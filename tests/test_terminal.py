@@ -380,10 +380,12 @@ def test_a_server_that_is_not_running_is_named(tmp_path: Path) -> None:
         (make_token("x", ttl=-3600), "token expired"),
     ],
 )
+@pytest.mark.parametrize("session", [(), ("--session", "any")], ids=["socket 4401", "HTTP 401"])
 def test_a_refused_token_is_one_line(
-    server: ServeProcess, tmp_path: Path, token: str, reason: str
+    server: ServeProcess, tmp_path: Path, token: str, reason: str, session: tuple[str, ...]
 ) -> None:
-    result = run_client("--url", server.url, cwd=tmp_path, CHATBOT_TOKEN=token)
+    # A new session is refused on the socket; --session is looked up over HTTP first.
+    result = run_client("--url", server.url, *session, cwd=tmp_path, CHATBOT_TOKEN=token)
     assert result.returncode == 1
     assert result.stderr == (
         f"chatbot: error: the server refused the token in CHATBOT_TOKEN ({reason}); "
