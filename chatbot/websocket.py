@@ -90,11 +90,10 @@ class Connection:
         self.max_pending_bytes = max_pending_bytes
         self.pending_bytes = 0
         self.peak_pending_bytes = 0
-        #: Seconds one frame (or the close) may wait for room in the socket's buffers: a
-        #: client that takes nothing for that long is not reading, and is reset.
+        #: Seconds one frame (or the close) may take to find room in the socket's buffers
+        #: and, where the server can tell, to be taken by the client: a client that takes
+        #: nothing for that long is not reading, and is dropped.
         self.send_timeout = send_timeout
-        #: Whether the writer gave up on a client that stopped reading.
-        self.reset = False
         #: When the client last sent a frame (time.monotonic), for the idle timeout.
         self.last_frame_at = time.monotonic()
 
@@ -251,7 +250,6 @@ class Connection:
         self._pending.clear()
         self.pending_bytes = 0
         self._close = self._close or (CLOSE_POLICY, "client is not reading its frames")
-        self.reset = True
         client = self.websocket.client
         logger.info(
             "%s took no frame for %g s; %s",
