@@ -137,7 +137,8 @@ class Settings:
     idle_timeout: float = 300.0
     #: Bytes of frames waiting for a socket that does not read before it is closed (1008).
     max_pending_bytes: int = 1_048_576
-    #: Seconds one frame may take to reach a client before its socket is dropped (1008).
+    #: Seconds one frame may take to reach a client before its connection is dropped (reset:
+    #: a close frame cannot pass what it does not read) and its socket slot freed.
     send_timeout: float = 30.0
     #: Serve the chat page at ``/``.
     web_ui: bool = True
