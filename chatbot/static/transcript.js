@@ -110,10 +110,18 @@ export class Transcript {
     this.empty = empty;
     this.jump = jumpButton;
     this.following = true;
-    this.lastAutoTop = 0;
+    this.lastTop = 0;
     this.onNearTop = null;
     this.reset();
     log.addEventListener("scroll", () => this.scrolled(), { passive: true });
+    // A wheel or key turned up says "stop following" before the scroll itself lands (it is
+    // smooth, over several frames, and a reply's next frame would snap it back).
+    log.addEventListener("wheel", (event) => {
+      if (event.deltaY < 0 && !event.ctrlKey) this.stopFollowing();
+    }, { passive: true });
+    log.addEventListener("keydown", (event) => {
+      if (["ArrowUp", "PageUp", "Home"].includes(event.key)) this.stopFollowing();
+    });
     jumpButton.addEventListener("click", () => {
       this.following = true;
       this.toBottom();
@@ -127,6 +135,7 @@ export class Transcript {
     this.messageIds = new Set();
     this.clientIds = new Set();
     this.following = true;
+    this.lastTop = 0;
     this.jump.hidden = true;
     this.setHistoryStatus("");
     this.setBusy(false);
@@ -147,11 +156,24 @@ export class Transcript {
     this.historyStatus.textContent = text;
   }
 
+  stopFollowing() {
+    // Nothing to scroll yet: keep following, or the reply would not be followed once it is.
+    if (this.log.scrollHeight <= this.log.clientHeight) return;
+    this.following = false;
+    this.jump.hidden = false;
+  }
+
   scrolled() {
     const top = this.log.scrollTop;
     const fromBottom = this.log.scrollHeight - top - this.log.clientHeight;
-    if (fromBottom <= BOTTOM_SLACK_PX) this.following = true;
-    else if (top < this.lastAutoTop - 2) this.following = false;
+    if (top < this.lastTop - 1 && fromBottom > 1) {
+      // Moved up, and not by a clamp (shorter content leaves the view at its very bottom).
+      this.following = false;
+    } else if (top >= this.lastTop && fromBottom <= BOTTOM_SLACK_PX) {
+      // Moved down to the bottom: follow again.
+      this.following = true;
+    }
+    this.lastTop = top;
     this.jump.hidden = this.following;
     if (top <= TOP_SLACK_PX && this.onNearTop) this.onNearTop();
   }
@@ -164,7 +186,7 @@ export class Transcript {
 
   toBottom() {
     this.log.scrollTop = this.log.scrollHeight;
-    this.lastAutoTop = this.log.scrollTop;
+    this.lastTop = this.log.scrollTop;
     this.jump.hidden = true;
   }
 
@@ -217,7 +239,7 @@ export class Transcript {
     if (older) {
       // Keep what the user was looking at in place.
       this.log.scrollTop = top + (this.log.scrollHeight - height);
-      this.lastAutoTop = this.log.scrollTop;
+      this.lastTop = this.log.scrollTop;
     } else {
       this.toBottom();
     }
