@@ -48,8 +48,16 @@ class Loop:
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, name="chat", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="chat", daemon=True)
         self._thread.start()
+
+    def _run(self) -> None:
+        # The kernel hands a process signal to any thread that does not block it. Were
+        # Ctrl-C's SIGINT to land here, the main thread waiting in readline would not wake
+        # up to raise KeyboardInterrupt until its next keystroke.
+        if hasattr(signal, "pthread_sigmask"):
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        self.loop.run_forever()
 
     def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
         """Start a coroutine in the loop; its future, to wait on from this thread."""
