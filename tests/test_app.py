@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -91,8 +92,7 @@ def test_uvicorn_factory(tmp_path: Path) -> None:
     assert (tmp_path / "f.db").is_file()
 
 
-def test_openapi_describes_exactly_the_real_routes(server: LiveServer) -> None:
-    app = create_app(ServerFactory(Path("/nonexistent"), []).settings())
+def _http_routes(app: Starlette) -> set[tuple[str, str]]:
     real: set[tuple[str, str]] = set()
     for route in app.routes:
         if isinstance(route, WebSocketRoute):
@@ -101,6 +101,13 @@ def test_openapi_describes_exactly_the_real_routes(server: LiveServer) -> None:
         for method in route.methods or ():
             if method != "HEAD":
                 real.add((route.path, method.lower()))
+    return real
+
+
+def test_openapi_describes_exactly_the_real_routes(server: LiveServer) -> None:
+    # The HTTP API, without the chat page: the page's routes serve a browser, not clients.
+    settings = replace(ServerFactory(Path("/nonexistent"), []).settings(), web_ui=False)
+    real = _http_routes(create_app(settings))
     described = {
         (path, method)
         for path, item in document()["paths"].items()
@@ -112,6 +119,13 @@ def test_openapi_describes_exactly_the_real_routes(server: LiveServer) -> None:
         served = http.get("/openapi.json").json()
     assert served["openapi"].startswith("3.")
     assert set(served["paths"]) == {path for path, _ in real}
+    # The page adds its own routes and nothing else.
+    with_page = _http_routes(create_app(replace(settings, web_ui=True)))
+    assert with_page - real == {
+        ("/", "get"),
+        ("/config.json", "get"),
+        ("/static/{version}/{path:path}", "get"),
+    }
 
 
 def test_openapi_document_is_valid() -> None:
