@@ -166,6 +166,22 @@ def test_an_expired_token_gets_the_sign_in_panel(
     expect(page.get_by_role("textbox", name="Message")).to_be_editable()
 
 
+def test_a_fresh_link_opened_in_the_same_tab_signs_in(
+    server: LiveServer, page: Page, console: ConsoleLog
+) -> None:
+    # The link of `chatbot open` pasted into the tab that asks for a sign-in: only the
+    # fragment differs, so the browser does not load the page again.
+    page.goto(server.url + "/")
+    expect(page.get_by_role("textbox", name="Token")).to_be_visible()
+    fresh = make_token("alice")
+    page.goto(f"{server.url}/#token={fresh}")
+    expect(page.get_by_role("textbox", name="Message")).to_be_editable()
+    expect(page).not_to_have_url(re.compile("token="))
+    assert page.evaluate("sessionStorage.getItem('chatbot.token')") == fresh
+    send_message(page, "signed in again")
+    wait_for_replies(page, 1)
+
+
 def test_sign_out_forgets_the_token(server: LiveServer, page: Page) -> None:
     open_chat(page, server.url, ALICE)
     send_message(page, "private")

@@ -5,9 +5,11 @@
 
 const TOKEN_KEY = "chatbot.token";
 
-const params = new URLSearchParams(location.hash.slice(1));
-const token = params.get("token");
-if (token !== null) {
+/** Move a token in the fragment to sessionStorage; true when there was one. */
+function takeToken() {
+  const params = new URLSearchParams(location.hash.slice(1));
+  const token = params.get("token");
+  if (token === null) return false;
   params.delete("token");
   const rest = params.toString();
   history.replaceState(history.state, "", location.pathname + location.search + (rest ? "#" + rest : ""));
@@ -16,4 +18,17 @@ if (token !== null) {
   } catch {
     // Storage disabled: the page then asks for a token; the link's token is still gone.
   }
+  return true;
 }
+
+takeToken();
+
+// A link opened in a tab that already shows the page (say, a fresh one from `chatbot open`
+// after the token expired) changes only the fragment, so the page is not loaded again: take
+// the token as well, and start over signed in with it. Registered before the page's own
+// hashchange listener, which must not see the token.
+window.addEventListener("hashchange", (event) => {
+  if (!takeToken()) return;
+  event.stopImmediatePropagation();
+  location.reload();
+});
