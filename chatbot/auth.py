@@ -123,11 +123,6 @@ class TokenVerifier:
         """The JWKS cache when the keys come from a JWKS URL."""
         return self._jwks
 
-    @property
-    def oidc(self) -> OidcKeys | None:
-        """The issuer's keys when they are found through OpenID Connect discovery."""
-        return self._oidc
-
     async def prefetch(self) -> None:
         """Read the OpenID Connect discovery document, if any, so that a provider that
         cannot be reached shows in the log at start rather than at the first token."""

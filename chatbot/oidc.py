@@ -158,10 +158,6 @@ class OidcKeys:
         self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
             weakref.WeakKeyDictionary()
         )
-        #: The provider's discovery document, once it was read.
-        self.discovery: Discovery | None = None
-        #: Discovery requests sent so far (answered or not).
-        self.fetches = 0
 
     def _lock(self) -> asyncio.Lock:
         loop = asyncio.get_running_loop()
@@ -185,7 +181,6 @@ class OidcKeys:
             if self._attempted_at is not None and now - self._attempted_at < self._refresh_interval:
                 return False
             self._attempted_at = now
-            self.fetches += 1
             timeout = FETCH_TIMEOUT if self._timeout is None else self._timeout
             try:
                 discovery = await fetch_discovery(self.issuer, timeout)
@@ -201,7 +196,6 @@ class OidcKeys:
             return True
 
     def _use(self, discovery: Discovery) -> None:
-        self.discovery = discovery
         self._jwks = JwksCache(
             discovery.jwks_uri,
             self._algorithms,
@@ -231,8 +225,3 @@ class OidcKeys:
             return None
         assert self._jwks is not None
         return await self._jwks.key(kid, algorithm)
-
-    @property
-    def jwks(self) -> JwksCache | None:
-        """The cache of the discovered JWKS, once discovery succeeded."""
-        return self._jwks
