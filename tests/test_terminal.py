@@ -408,6 +408,22 @@ def test_a_session_that_is_not_yours_is_not_found(server: ServeProcess, tmp_path
         )
 
 
+@pytest.mark.parametrize("session_id", ["../sessions", "..", "."])
+def test_a_session_id_is_never_read_as_a_path(
+    server: ServeProcess, tmp_path: Path, session_id: str
+) -> None:
+    # Unescaped, "../sessions" would be GET /api/sessions: the list, taken for a session.
+    result = run_client(
+        "--url", server.url, "--session", session_id,
+        cwd=tmp_path, CHATBOT_TOKEN=make_token("pathfinder"),
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"chatbot: error: session {session_id!r} not found: it was deleted or belongs to "
+        "another user; run without --session to start a new one\n"
+    )
+
+
 def test_a_token_that_expires_during_the_chat_ends_it_in_one_line(tmp_path: Path) -> None:
     # Without leeway the server closes the socket (4401) the second the token expires.
     with slow_server(tmp_path, CHATBOT_JWT_LEEWAY="0") as server:

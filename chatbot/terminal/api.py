@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -11,6 +12,12 @@ from chatbot.terminal.errors import ChatError, Unreachable
 from chatbot.terminal.screen import printable
 
 HTTP_TIMEOUT = 10.0
+
+
+def _session_path(session_id: str) -> str:
+    # One path segment whatever the user typed: "../sessions" or "." would otherwise name
+    # the list (clients drop "." and ".." segments, so those dots are escaped too).
+    return "/sessions/" + quote(session_id, safe="").replace(".", "%2E")
 
 
 def why(exc: BaseException) -> str:
@@ -61,7 +68,7 @@ class Api:
 
     def session(self, session_id: str) -> dict[str, Any] | None:
         """One of the user's sessions, ``None`` if there is no such session for them."""
-        result: dict[str, Any] | None = self._call("GET", f"/sessions/{session_id}")
+        result: dict[str, Any] | None = self._call("GET", _session_path(session_id))
         return result
 
     def sessions(self, limit: int = 20) -> tuple[list[dict[str, Any]], bool]:
@@ -71,13 +78,13 @@ class Api:
 
     def recent(self, session_id: str, limit: int) -> tuple[list[dict[str, Any]], bool]:
         """A session's newest messages, oldest first, and whether there are older ones."""
-        page = self._call("GET", f"/sessions/{session_id}/messages", params={"limit": limit})
+        page = self._call("GET", f"{_session_path(session_id)}/messages", params={"limit": limit})
         if page is None:
             return [], False
         return page["messages"], page["has_more"]
 
     def rename(self, session_id: str, title: str) -> dict[str, Any] | None:
         result: dict[str, Any] | None = self._call(
-            "PATCH", f"/sessions/{session_id}", json={"title": title}
+            "PATCH", _session_path(session_id), json={"title": title}
         )
         return result
