@@ -158,7 +158,8 @@ class Link:
                 if isinstance(frame, dict):
                     self._handle(frame, ready, session_id)
         code = ws.close_code if ws.close_code is not None else 1006
-        reason = ws.close_reason or ""
+        # Shown to the user: inert, like everything else a server sends (--url may name any).
+        reason = printable(ws.close_reason or "")
         if not ready.done():
             ready.set_exception(self._refusal(code, reason, session_id))
         elif ws is self._ws:
