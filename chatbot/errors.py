@@ -20,6 +20,7 @@ and an exit code. No message carries a token, a key or a stack trace.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 BackendErrorKind = Literal["backend_error", "backend_timeout", "backend_unavailable"]
@@ -31,6 +32,13 @@ class ChatbotError(Exception):
 
 class ConfigError(ChatbotError):
     """The configuration is missing something or holds a value that cannot work."""
+
+
+def why_not_created(path: Path, exc: OSError) -> str:
+    """Why ``path`` could not be created, for a ConfigError: "File exists" would not say
+    which file is in the way, so name the first of ``path`` and its parents that is a file."""
+    blocking = [p for p in (path, *path.parents) if p.is_file()]
+    return f"{blocking[0]} is a file" if blocking else exc.strerror or str(exc)
 
 
 class AuthError(ChatbotError):

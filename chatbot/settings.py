@@ -22,7 +22,7 @@ from typing import Any
 from dotenv import dotenv_values
 from starlette.datastructures import Secret
 
-from chatbot.errors import ConfigError
+from chatbot.errors import ConfigError, why_not_created
 from chatbot.jwks import check_jwks_url, public_key_algorithms, read_public_key_setting
 from chatbot.limits import normalize_origin
 from chatbot.oidc import check_issuer
@@ -503,12 +503,9 @@ def with_jwt_secret(settings: Settings) -> tuple[Settings, str | None]:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except OSError as exc:
             if not path.is_file():
-                # "File exists" would not say which file is in the way.
-                blocking = [p for p in path.parents if p.is_file()]
-                reason = f"{blocking[0]} is a file" if blocking else exc.strerror or str(exc)
                 raise ConfigError(
-                    f"cannot write a JWT secret to {path}: {reason}; make CHATBOT_DATA_DIR "
-                    "a writable directory, or set CHATBOT_JWT_SECRET"
+                    f"cannot write a JWT secret to {path}: {why_not_created(path.parent, exc)}; "
+                    "make CHATBOT_DATA_DIR a writable directory, or set CHATBOT_JWT_SECRET"
                 ) from None
         else:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:

@@ -20,7 +20,7 @@ from urllib.parse import unquote, urlsplit
 
 import aiosqlite
 
-from chatbot.errors import ConfigError, DuplicateMessage, NotFound
+from chatbot.errors import ConfigError, DuplicateMessage, NotFound, why_not_created
 from chatbot.stores.base import (
     Message,
     MessagePage,
@@ -168,9 +168,7 @@ class SQLiteStore(SessionStore):
             try:
                 folder.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                # "File exists" would not say which file is in the way.
-                blocking = [p for p in (folder, *folder.parents) if p.is_file()]
-                reason = f"{blocking[0]} is a file" if blocking else exc.strerror or str(exc)
+                reason = why_not_created(folder, exc)
                 raise ConfigError(
                     f"cannot create the folder {folder} of the SQLite database: {reason}; "
                     "point CHATBOT_DATABASE_URL at a file in a writable folder"
