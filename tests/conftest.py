@@ -53,6 +53,15 @@ def make_token(
     return jwt.encode(payload, secret, algorithm=algorithm, headers=headers)
 
 
+def wait_for(condition: Callable[[], Any], what: str, timeout: float = 30) -> Any:
+    """Poll until ``condition()`` is truthy (an event the server makes observable); its value."""
+    deadline = time.monotonic() + timeout
+    while not (result := condition()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+    return result
+
+
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 

@@ -6,8 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -21,7 +20,15 @@ from chatbot.limits import RateLimiter
 from chatbot.runtime import Runtime
 from chatbot.settings import BackendConfig, Settings
 from chatbot.websocket import Connection
-from tests.conftest import LiveServer, ServerFactory, bearer, expect_close, make_token, recv_json
+from tests.conftest import (
+    LiveServer,
+    ServerFactory,
+    bearer,
+    expect_close,
+    make_token,
+    recv_json,
+    wait_for,
+)
 
 ALICE = make_token("alice")
 BOB = make_token("bob")
@@ -34,15 +41,6 @@ def runtime(server: LiveServer) -> Runtime:
     found = app.state.chatbot
     assert isinstance(found, Runtime)
     return found
-
-
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = 30) -> Any:
-    """Poll until ``condition()`` is truthy (an event the server makes observable)."""
-    deadline = time.monotonic() + timeout
-    while not (result := condition()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
-    return result
 
 
 def messages_of(server: LiveServer, token: str, session_id: str) -> list[str]:

@@ -24,7 +24,7 @@ from starlette.routing import Route
 import chatbot.oidc
 from chatbot.errors import ConfigError
 from chatbot.settings import Settings
-from tests.conftest import LiveServer, ServerFactory, recv_json
+from tests.conftest import LiveServer, ServerFactory, recv_json, wait_for
 from tests.oidc_provider import QUIET_PROVIDER, Provider, run_provider
 from tests.test_cli import free_port
 from tests.test_identity_providers import assert_refused, http_status, rsa_key, sign
@@ -68,14 +68,6 @@ def chat(server: LiveServer, token: str, text: str) -> str:
         ws.send(f'{{"message": "{text}"}}')
         assert recv_json(ws) == {"message": f"Echo: {text}", "session_id": session_id}
     return session_id
-
-
-def wait_until(condition: Callable[[], bool], seconds: float = 15) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("the condition did not hold in time")
-        time.sleep(0.05)
 
 
 # -- tokens from the provider --------------------------------------------------------------
@@ -153,7 +145,7 @@ def test_an_expired_id_token_is_refused(
     provider = start_provider(token_lifetime=timedelta(seconds=1))
     server = start_oidc(start_server, provider.url, jwt_leeway=0)
     token = provider.sign_in("alice")["id_token"]
-    wait_until(lambda: http_status(server, token) == 401)
+    wait_for(lambda: http_status(server, token) == 401, "the refusal", 15)
     assert_refused(server, token, "token expired")
 
 
@@ -182,7 +174,7 @@ def test_provider_down_at_start_then_up(start_server: ServerFactory) -> None:
         patch.setenv("AUTHLIB_INSECURE_TRANSPORT", "1")
         with run_provider(port) as provider:
             token = provider.sign_in("alice")["id_token"]
-            wait_until(lambda: http_status(server, token) == 200)
+            wait_for(lambda: http_status(server, token) == 200, "the token to be accepted", 15)
             chat(server, token, "back")
             assert_refused(server, forged)
 
@@ -208,8 +200,8 @@ def test_discovery_starts_with_the_server(
 ) -> None:
     with caplog.at_level(logging.INFO, logger="chatbot.oidc"):
         start_oidc(start_server, provider.url)
-        wait_until(lambda: provider.count(DISCOVERY) == 1)
-        wait_until(lambda: "tokens of" in caplog.text)
+        wait_for(lambda: provider.count(DISCOVERY) == 1, "the discovery request", 15)
+        wait_for(lambda: "tokens of" in caplog.text, "the log line", 15)
     assert (
         f"OpenID Connect: tokens of {provider.url} are verified with the keys at "
         f"{provider.url}/jwks"

@@ -23,7 +23,7 @@ from websockets.http11 import Request, Response
 from websockets.sync.client import connect
 from websockets.uri import parse_uri
 
-from tests.conftest import ServerFactory, bearer, make_token
+from tests.conftest import ServerFactory, bearer, make_token, wait_for
 from tests.processes import ServeProcess
 
 ALICE = make_token("alice")
@@ -123,6 +123,7 @@ def assert_stored(base_url: str, session_id: str, messages: list[str]) -> None:
     wait_for(
         lambda: len(assistant_messages(base_url, session_id)) == len(messages),
         "the replies to be stored",
+        DEADLINE,
     )
     stored = assistant_messages(base_url, session_id)
     assert stored == [("complete", f"Echo: {message}") for message in messages]
@@ -139,15 +140,6 @@ def slot_is_free(ws_url: str) -> bool:
             return False
     assert set(frame) == {"session_id"}
     return True
-
-
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = DEADLINE) -> float:
-    """Poll ``condition`` until it holds; how many seconds that took."""
-    start = time.monotonic()
-    while not condition():
-        assert time.monotonic() - start < timeout, f"timed out waiting for {what}"
-        time.sleep(0.05)
-    return time.monotonic() - start
 
 
 def assistant_messages(base_url: str, session_id: str) -> list[tuple[str, str]]:
@@ -185,7 +177,7 @@ def test_a_client_that_stops_reading_is_reset_and_its_slot_freed(
         client, session_id = stop_reading(server.port, messages)
         try:
             # Alice may have one socket: she gets it back once the server dropped the first.
-            wait_for(lambda: slot_is_free(server.ws_url), "the socket slot to be freed")
+            wait_for(lambda: slot_is_free(server.ws_url), "the socket slot to be freed", DEADLINE)
             # The server reset the connection: what the client finally reads ends in a
             # reset, long before the megabytes of replies, and no close frame could come.
             ended = client.read_to_the_end(timeout=DEADLINE)
@@ -210,7 +202,11 @@ def test_under_any_asgi_server_the_slot_of_a_client_that_stops_reading_is_freed(
     messages = ASKS["eight replies of 900 kB"]
     client, session_id = stop_reading(server.port, messages)
     try:
-        wait_for(lambda: slot_is_free(server.ws_url + "/ws/chat/"), "the socket slot to be freed")
+        wait_for(
+            lambda: slot_is_free(server.ws_url + "/ws/chat/"),
+            "the socket slot to be freed",
+            DEADLINE,
+        )
     finally:
         client.close()
     assert_stored(server.url, session_id, messages)

@@ -25,7 +25,7 @@ from websockets.sync.client import connect
 
 from chatbot.terminal.endpoint import base_url
 from chatbot.terminal.screen import printable
-from tests.conftest import OTHER_SECRET, bearer, make_token, recv_json
+from tests.conftest import OTHER_SECRET, bearer, make_token, recv_json, wait_for
 from tests.processes import FOREIGN_PREFIXES, ServeProcess, free_port
 
 pytestmark = pytest.mark.e2e
@@ -502,10 +502,11 @@ def test_an_idle_socket_closed_by_the_server_is_reopened_quietly(tmp_path: Path)
         args = ("--url", server.url)
         with terminal(*args, cwd=tmp_path, CHATBOT_TOKEN=make_token("idler")) as term:
             term.expect("you> ")
-            deadline = time.monotonic() + 20
-            while "< CLOSE 1000 (OK) idle timeout" not in server.log.read_text():
-                assert time.monotonic() < deadline, "the server never closed the idle socket"
-                time.sleep(0.05)
+            wait_for(
+                lambda: "< CLOSE 1000 (OK) idle timeout" in server.log.read_text(),
+                "the server to close the idle socket",
+                20,
+            )
             term.line("back")
             term.expect("assistant> Echo: back\nyou> ")
             assert "connection lost" not in term.text
