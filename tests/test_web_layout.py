@@ -137,13 +137,14 @@ def test_auto_scroll_stops_when_scrolled_up(start_server: ServerFactory, page: P
     # One paragraph a word: a reply many screens tall, arriving over several seconds.
     send_message(page, "\n\n".join(f"p{n:03}" for n in range(300)))
     log = page.get_by_role("log")
+    # Following: the reply grows past the screen and the view stays at its bottom.
+    page.wait_for_function("el => el.textContent.includes('p040')", arg=log.element_handle())
+    # Only now does the transcript overflow: looked up earlier, the scroller would be the page.
     scroller = page.evaluate_handle(SCROLLER)
 
     def metric(expression: str) -> Any:
         return page.evaluate(f"el => {expression}", scroller)
 
-    # Following: the reply grows past the screen and the view stays at its bottom.
-    page.wait_for_function("el => el.textContent.includes('p040')", arg=log.element_handle())
     page.wait_for_function(
         "el => el.scrollHeight - el.scrollTop - el.clientHeight < 40", arg=scroller
     )

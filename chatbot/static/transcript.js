@@ -117,7 +117,10 @@ export class Transcript {
     // A wheel or key turned up says "stop following" before the scroll itself lands (it is
     // smooth, over several frames, and a reply's next frame would snap it back).
     log.addEventListener("wheel", (event) => {
-      if (event.deltaY < 0 && !event.ctrlKey) this.stopFollowing();
+      if (event.ctrlKey) return;
+      if (event.deltaY < 0) this.stopFollowing();
+      // Already at the very bottom, a turn down moves nothing and fires no scroll: follow.
+      else if (event.deltaY > 0 && this.fromBottom() <= BOTTOM_SLACK_PX) this.resumeFollowing();
     }, { passive: true });
     log.addEventListener("keydown", (event) => {
       if (["ArrowUp", "PageUp", "Home"].includes(event.key)) this.stopFollowing();
@@ -163,14 +166,25 @@ export class Transcript {
     this.jump.hidden = false;
   }
 
+  fromBottom() {
+    return this.log.scrollHeight - this.log.scrollTop - this.log.clientHeight;
+  }
+
+  resumeFollowing() {
+    this.following = true;
+    this.jump.hidden = true;
+  }
+
   scrolled() {
     const top = this.log.scrollTop;
-    const fromBottom = this.log.scrollHeight - top - this.log.clientHeight;
+    const fromBottom = this.fromBottom();
     if (top < this.lastTop - 1 && fromBottom > 1) {
       // Moved up, and not by a clamp (shorter content leaves the view at its very bottom).
       this.following = false;
-    } else if (top >= this.lastTop && fromBottom <= BOTTOM_SLACK_PX) {
-      // Moved down to the bottom: follow again.
+    } else if (top > this.lastTop && fromBottom <= BOTTOM_SLACK_PX) {
+      // Moved down to the bottom: follow again. Only a move down counts: the scroll event of
+      // our own jump to the bottom arrives a frame late, after a wheel turned up may already
+      // have said "stop following", and must not undo it.
       this.following = true;
     }
     this.lastTop = top;
