@@ -20,12 +20,13 @@ from starlette.routing import Route, WebSocketRoute
 
 from chatbot import api, web
 from chatbot.auth import TokenVerifier
-from chatbot.backends import Backend, BackendRegistry
+from chatbot.backends import Backend
 from chatbot.conversation import Conversations
 from chatbot.cors import cors_middleware
 from chatbot.errors import AuthError, InvalidRequest, NotFound, TokenMissing
 from chatbot.limits import BodySizeLimit, UserLimits
 from chatbot.openapi import openapi
+from chatbot.registry import BackendRegistry
 from chatbot.runtime import STATE_KEY, Runtime
 from chatbot.serialize import error_response
 from chatbot.settings import Settings, with_jwt_secret

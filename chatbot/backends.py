@@ -1,4 +1,4 @@
-"""Model backends and the registry that finds them through entry points.
+"""The plugin API: what a model backend implements and the helpers it may use.
 
 A backend is a class registered in the ``chatbot.backends`` entry-point group, the built-in
 ``echo`` exactly like a third party's::
@@ -7,21 +7,37 @@ A backend is a class registered in the ``chatbot.backends`` entry-point group, t
     chatbot.backends =
         mybackend = mypackage:MyBackend
 
-It receives its own options from the TOML file and implements one streaming method,
-:meth:`Backend.stream`, that yields text chunks and may yield a :class:`Usage` last.
+It receives its own options from the TOML file (read them with :class:`Options`, its key
+with :meth:`Options.api_key`) and implements one streaming method, :meth:`Backend.stream`,
+that yields text chunks and may yield a :class:`Usage` last. The server, not the backend,
+enforces ``first_token_timeout`` and ``total_timeout`` around that stream. A backend logs
+under ``chatbot.backends.<type>`` (:func:`logger_for`), where the server's redaction filter
+sees every record.
+
+This module imports nothing of the server but its errors: a plugin depends on this file
+alone.
 """
 
 from __future__ import annotations
 
+import logging
+import math
+import os
+import re
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any, ClassVar, Literal
 
-from chatbot.errors import ConfigError, InvalidRequest
-from chatbot.settings import BackendConfig, Settings
+from chatbot.errors import ConfigError
 
 ENTRY_POINT_GROUP = "chatbot.backends"
+#: Seconds a backend may take to send the first text of a reply, and the whole reply; the
+#: server enforces both (``first_token_timeout`` and ``total_timeout`` in the backend's table).
+DEFAULT_FIRST_TOKEN_TIMEOUT = 60.0
+DEFAULT_TOTAL_TIMEOUT = 600.0
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 @dataclass(frozen=True)
@@ -61,6 +77,10 @@ class Backend:
     def __init__(self, name: str, options: Mapping[str, Any]) -> None:
         self.name = name
         self.options = dict(options)
+        #: The limits the server enforces around :meth:`stream` (set from the backend's
+        #: table; a backend may pass them on to its HTTP client).
+        self.first_token_timeout = DEFAULT_FIRST_TOKEN_TIMEOUT
+        self.total_timeout = DEFAULT_TOTAL_TIMEOUT
 
     @property
     def default_model(self) -> str | None:
@@ -96,92 +116,108 @@ def discover() -> dict[str, EntryPoint]:
     return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
 
-def _load(type_name: str, found: Mapping[str, EntryPoint]) -> type[Backend]:
-    entry_point = found.get(type_name)
-    if entry_point is None:
-        raise ConfigError(
-            f"no backend type named {type_name!r}; the installed backend types are: "
-            + (", ".join(sorted(found)) or "none")
-        )
-    cls = entry_point.load()
-    if not (isinstance(cls, type) and issubclass(cls, Backend)):
-        raise ConfigError(
-            f"the entry point {type_name!r} ({entry_point.value}) is not a chatbot Backend class"
-        )
-    return cls
+def logger_for(backend_type: str) -> logging.Logger:
+    """The logger of a backend type: ``chatbot.backends.<type>``, under the server's
+    ``chatbot`` logger, so that its records pass the redaction filter."""
+    return logging.getLogger(f"{ENTRY_POINT_GROUP}.{backend_type}")
 
 
-class BackendRegistry:
-    """The configured backends by name, and which one is the default."""
+class Options:
+    """Reads and checks a backend's ``[backends.NAME]`` table; every complaint names the
+    table and says what to write."""
 
     def __init__(
-        self,
-        backends: Mapping[str, Backend],
-        default: str,
-        configs: Mapping[str, BackendConfig] | None = None,
+        self, name: str, options: Mapping[str, Any], *, kind: str, known: Sequence[str]
     ) -> None:
-        if default not in backends:
-            raise ConfigError(
-                f"no backend named {default!r}; the configured backends are: "
-                + ", ".join(sorted(backends))
+        self.name = name
+        self.kind = kind
+        self.options = options
+        unknown = sorted(set(options) - set(known))
+        if unknown:
+            raise self.fail(
+                f"the {kind} backend has no option {unknown[0]!r}; it takes: {', '.join(known)}"
             )
-        self._backends = dict(backends)
-        self.default = default
-        self._configs = {
-            name: (configs or {}).get(name) or BackendConfig(name=name, type=name)
-            for name in backends
-        }
 
-    @classmethod
-    def from_settings(
-        cls,
-        settings: Settings,
-        extra_types: Mapping[str, type[Backend]] | None = None,
-    ) -> BackendRegistry:
-        """Instantiate each configured backend from its entry point (or ``extra_types``)."""
-        found = discover()
-        backends: dict[str, Backend] = {}
-        for name, config in settings.backends.items():
-            if extra_types and config.type in extra_types:
-                backend_cls = extra_types[config.type]
-            else:
-                backend_cls = _load(config.type, found)
-            backends[name] = backend_cls(name, config.options)
-        return cls(backends, settings.default_backend, settings.backends)
+    def fail(self, message: str) -> ConfigError:
+        return ConfigError(f"[backends.{self.name}]: {message}")
 
-    def __iter__(self) -> Any:
-        return iter(self._backends.values())
+    def string(self, key: str, default: str | None = None, *, empty: bool = False) -> str | None:
+        value = self.options.get(key, default)
+        if value is None:
+            return None
+        if not isinstance(value, str) or (not empty and not value.strip()):
+            raise self.fail(f"{key} must be a non-empty string")
+        return value
 
-    def config(self, name: str) -> BackendConfig:
-        """The server-side settings of a configured backend (fallback, prompt, budget)."""
-        return self._configs[name]
+    def strings(self, key: str, default: Sequence[str]) -> list[str]:
+        value = self.options.get(key, list(default))
+        if (
+            not isinstance(value, list | tuple)
+            or not value
+            or not all(isinstance(v, str) and v.strip() for v in value)
+        ):
+            raise self.fail(f"{key} must be a non-empty list of strings")
+        return [str(v) for v in value]
 
-    def chain(self, name: str) -> list[Backend]:
-        """The backend called ``name`` followed by its fallbacks, in order."""
-        return [self.get(name), *(self.get(f) for f in self._configs[name].fallback)]
+    def number(
+        self, key: str, default: float | None, *, low: float, high: float | None = None
+    ) -> float | None:
+        value = self.options.get(key, default)
+        if value is None:
+            return None
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or value < low
+            or (high is not None and value > high)
+        ):
+            bound = f"from {low:g} to {high:g}" if high is not None else f">= {low:g}"
+            raise self.fail(f"{key} must be a number {bound}")
+        return float(value)
 
-    def get(self, name: str) -> Backend:
-        """The backend called ``name``; ``InvalidRequest`` naming the configured ones if none."""
-        try:
-            return self._backends[name]
-        except KeyError:
-            raise InvalidRequest(
-                "unknown_backend",
-                f"no backend named {name!r}; the configured backends are: "
-                + ", ".join(sorted(self._backends)),
-            ) from None
+    def seconds(self, key: str, default: float) -> float:
+        value = self.options.get(key, default)
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or value <= 0
+        ):
+            raise self.fail(f"{key} must be a number of seconds > 0")
+        return float(value)
 
-    async def start(self) -> None:
-        started: list[Backend] = []
-        try:
-            for backend in self._backends.values():
-                await backend.start()
-                started.append(backend)
-        except BaseException:
-            for backend in reversed(started):
-                await backend.aclose()
-            raise
+    def integer(self, key: str, default: int | None, *, low: int) -> int | None:
+        value = self.options.get(key, default)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise self.fail(f"{key} must be a whole number >= {low}")
+        return value
 
-    async def aclose(self) -> None:
-        for backend in self._backends.values():
-            await backend.aclose()
+    def api_key(
+        self,
+        default_env: str,
+        *,
+        vendor: str,
+        key: str = "api_key_env",
+        environ: Mapping[str, str] | None = None,
+    ) -> tuple[str, str]:
+        """The API key from the variable that option ``key`` names (``default_env`` when
+        unset), and that variable's name. Keys are never read from the TOML file, nor from
+        ``.env``: only from the server's environment."""
+        variable = self.string(key, default_env)
+        assert variable is not None
+        if not _ENV_NAME.fullmatch(variable):
+            raise self.fail(
+                f'{key} must be the name of an environment variable, e.g. {key} = "{default_env}"'
+            )
+        env = os.environ if environ is None else environ
+        value = env.get(variable, "").strip()
+        if not value:
+            raise self.fail(
+                f"no {vendor} API key: set the {variable} environment variable (or {key} "
+                f"in [backends.{self.name}]); .env is not read for vendor keys, export it in "
+                "the server's environment"
+            )
+        return value, variable

@@ -152,7 +152,8 @@ def open_link(args: argparse.Namespace) -> int:
 
 
 def backends(args: argparse.Namespace) -> int:
-    from chatbot.backends import BackendRegistry, discover
+    from chatbot.backends import discover
+    from chatbot.registry import BackendRegistry
     from chatbot.settings import Settings
 
     settings = Settings.from_env()

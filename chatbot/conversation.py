@@ -20,9 +20,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from chatbot.backends import Backend, BackendRegistry, ChatMessage, ChatRequest, Usage
+from chatbot.backends import Backend, ChatMessage, ChatRequest, Usage
+from chatbot.chat.deadlines import guarded
 from chatbot.context import trim
 from chatbot.errors import BackendError, DuplicateMessage, InvalidRequest, NotFound
+from chatbot.registry import BackendRegistry
 from chatbot.settings import Settings
 from chatbot.stores.base import Message, Session, SessionStore, Status
 
@@ -463,7 +465,7 @@ class Conversations:
         backend: Backend,
         request: ChatRequest,
     ) -> None:
-        stream: AsyncIterator[str | Usage] = backend.stream(request)
+        stream: AsyncIterator[str | Usage] = guarded(backend, request)
         try:
             async for item in stream:
                 if isinstance(item, Usage):

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from starlette.requests import HTTPConnection
 
 from chatbot.auth import TokenVerifier
-from chatbot.backends import BackendRegistry
 from chatbot.conversation import Conversations
 from chatbot.limits import UserLimits
+from chatbot.registry import BackendRegistry
 from chatbot.settings import Settings
 from chatbot.stores.base import SessionStore
 

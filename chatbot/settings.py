@@ -22,6 +22,7 @@ from typing import Any
 from dotenv import dotenv_values
 from starlette.datastructures import Secret
 
+from chatbot.backends import DEFAULT_FIRST_TOKEN_TIMEOUT, DEFAULT_TOTAL_TIMEOUT
 from chatbot.errors import ConfigError, why_not_created
 from chatbot.jwks import check_jwks_url, public_key_algorithms, read_public_key_setting
 from chatbot.limits import normalize_origin
@@ -54,6 +55,10 @@ class BackendConfig:
     system_prompt: str | None = None
     #: Approximate token budget of the context sent to this backend (None: no budget).
     context_tokens: int | None = None
+    #: Seconds until the first text of a reply, and for the whole reply; the server
+    #: enforces both around the backend's stream and reports ``backend_timeout``.
+    first_token_timeout: float = DEFAULT_FIRST_TOKEN_TIMEOUT
+    total_timeout: float = DEFAULT_TOTAL_TIMEOUT
 
     @classmethod
     def from_table(cls, name: str, table: Mapping[str, Any], source: str) -> BackendConfig:
@@ -77,7 +82,20 @@ class BackendConfig:
             not isinstance(budget, int) or isinstance(budget, bool) or budget < 1
         ):
             raise ConfigError(f"{where}: context_tokens must be a whole number above 0")
-        reserved = {"type", "fallback", "system_prompt", "context_tokens"}
+        timeouts: dict[str, float] = {}
+        for key, default in (
+            ("first_token_timeout", DEFAULT_FIRST_TOKEN_TIMEOUT),
+            ("total_timeout", DEFAULT_TOTAL_TIMEOUT),
+        ):
+            value = table.get(key, default)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not 0 < value < float("inf")
+            ):
+                raise ConfigError(f"{where}: {key} must be a number of seconds > 0")
+            timeouts[key] = float(value)
+        reserved = {"type", "fallback", "system_prompt", "context_tokens", *timeouts}
         return cls(
             name=name,
             type=table["type"],
@@ -85,6 +103,7 @@ class BackendConfig:
             fallback=tuple(fallback),
             system_prompt=system_prompt,
             context_tokens=budget,
+            **timeouts,
         )
 
 

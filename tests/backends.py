@@ -116,3 +116,15 @@ class DownBackend(Backend):
         retryable = self.options.get("retryable", kind != "backend_error")
         raise BackendError(f"{self.name} is down", kind=kind, retryable=retryable)
         yield ""  # an async generator, like every backend
+
+
+class SilentBackend(Backend):
+    """Sends nothing, ever; writes ``closed`` to the file ``log`` when its stream is closed."""
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[str | Usage]:
+        try:
+            await asyncio.Event().wait()
+            yield ""
+        finally:
+            with open(str(self.options["log"]), "a", encoding="utf-8") as handle:  # noqa: ASYNC230
+                handle.write("closed\n")
