@@ -12,9 +12,9 @@ from starlette.routing import Route
 
 from chatbot.auth import Identity, bearer_from_header
 from chatbot.errors import InvalidRequest, NotFound
+from chatbot.protocol import CLOSE_NOT_FOUND
 from chatbot.runtime import Runtime, runtime_of
 from chatbot.serialize import error_response, is_utf8, message_json, session_json
-from chatbot.websocket import CLOSE_NOT_FOUND
 
 MAX_TITLE_CHARS = 200
 MAX_SESSION_ID_CHARS = 64
@@ -114,13 +114,13 @@ async def create_session(request: Request) -> Response:
             f"the backend {backend.name!r} has no model {model!r}; it offers: " + ", ".join(models),
         )
     # At CHATBOT_MAX_SESSIONS_PER_USER: 429 too_many_sessions.
-    session = await runtime.limits.create_session(
-        runtime.store,
+    session = await runtime.store.create_session(
         identity.user_id,
         backend=backend.name,
         title=title,
         model=model,
         system_prompt=system_prompt,
+        limit=runtime.settings.max_sessions_per_user,
     )
     return JSONResponse(session_json(session), status_code=201)
 
@@ -146,7 +146,7 @@ async def delete_session(request: Request) -> Response:
     runtime, identity = await _authenticate(request)
     session_id = _session_id(request)
     await runtime.store.delete_session(identity.user_id, session_id)
-    runtime.conversations.close_session(session_id, CLOSE_NOT_FOUND, "session not found")
+    runtime.hub.close_session(session_id, CLOSE_NOT_FOUND, "session not found")
     return Response(status_code=204)
 
 

@@ -21,11 +21,14 @@ from starlette.routing import Route, WebSocketRoute
 from chatbot import api, web
 from chatbot.auth import TokenVerifier
 from chatbot.backends import Backend
-from chatbot.conversation import Conversations
+from chatbot.chat.worker import Workers
+from chatbot.connection import Sockets
 from chatbot.cors import cors_middleware
 from chatbot.errors import AuthError, InvalidRequest, NotFound, TokenMissing
+from chatbot.hub.local import LocalHub
 from chatbot.limits import BodySizeLimit, UserLimits
 from chatbot.openapi import openapi
+from chatbot.protocol import CLOSE_GOING_AWAY
 from chatbot.registry import BackendRegistry
 from chatbot.runtime import STATE_KEY, Runtime
 from chatbot.serialize import error_response
@@ -98,9 +101,13 @@ def create_app(
                 if applied:
                     logger.info("applied migrations: %s", ", ".join(applied))
             await backends.start()
-            conversations = Conversations(store, backends, settings)
-            limits = UserLimits(settings)
-            runtime = Runtime(settings, store, backends, verifier, conversations, limits)
+            hub = LocalHub()
+            await hub.start()
+            workers = Workers(store, backends, hub, settings)
+            runtime = Runtime(
+                settings, store, backends, verifier, hub, workers, UserLimits(settings),
+                Sockets(),
+            )  # fmt: skip
             # The server's graceful shutdown (chatbot.server) finds the runtime here.
             app.state.chatbot = runtime
             # In the background: an identity provider that is down must not hold up the start.
@@ -111,7 +118,13 @@ def create_app(
                 discovery.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await discovery
-                await conversations.aclose()
+                # Under `chatbot serve` the server drained already; under another server
+                # (uvicorn --factory, a host app) the sockets are closed by now, and the
+                # replies in flight still get their grace and are stored.
+                await runtime.drain(
+                    settings.shutdown_grace, CLOSE_GOING_AWAY, "server shutting down"
+                )
+                await hub.aclose()
                 await backends.aclose()
                 app.state.chatbot = None
         finally:

@@ -9,7 +9,9 @@
     ├── NotFound             no such session for this user; HTTP 404, close 4404
     ├── DuplicateMessage     a user message with this client id is already stored; the
     │                        stored reply is delivered instead of running it again
+    ├── DuplicateReply       the user message already has a stored reply
     ├── InvalidRequest       bad input from a client; HTTP 400/422, an error frame
+    │   └── TooManySessions  the user is at CHATBOT_MAX_SESSIONS_PER_USER; 429, close 4429
     └── BackendError         the model backend failed; an error frame
                              (``kind``: backend_error, backend_timeout, backend_unavailable)
 
@@ -21,7 +23,7 @@ and an exit code. No message carries a token, a key or a stack trace.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 BackendErrorKind = Literal["backend_error", "backend_timeout", "backend_unavailable"]
 
@@ -78,7 +80,21 @@ class NotFound(ChatbotError):
 
 
 class DuplicateMessage(ChatbotError):
-    """The session already holds a user message with this client ``id``."""
+    """The session already holds a user message with this client ``id``: ``message`` is
+    that stored message and ``reply`` its stored reply, if any (records of
+    :mod:`chatbot.stores.base`)."""
+
+    def __init__(self, message: Any = None, reply: Any = None) -> None:
+        self.message = message
+        self.reply = reply
+        super().__init__("a message with this id is already stored")
+
+
+class DuplicateReply(ChatbotError):
+    """The user message already has a stored reply (a reply answers one message once)."""
+
+    def __init__(self) -> None:
+        super().__init__("this message already has a reply")
 
 
 class InvalidRequest(ChatbotError):
@@ -89,6 +105,18 @@ class InvalidRequest(ChatbotError):
         self.message = message
         self.status = status
         super().__init__(message)
+
+
+class TooManySessions(InvalidRequest):
+    """The user already owns ``CHATBOT_MAX_SESSIONS_PER_USER`` sessions."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            "too_many_sessions",
+            f"you already have {limit} sessions, the most this server keeps per user; "
+            "delete one to create another",
+            429,
+        )
 
 
 class BackendError(ChatbotError):

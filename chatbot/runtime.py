@@ -1,17 +1,23 @@
-"""What the lifespan builds and the handlers use: the store, the backends, the verifier."""
+"""What the lifespan builds and the handlers use: the store, the backends, the verifier,
+the hub, the session workers and the open sockets."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from starlette.requests import HTTPConnection
 
 from chatbot.auth import TokenVerifier
-from chatbot.conversation import Conversations
+from chatbot.chat.worker import Workers
+from chatbot.hub.base import Hub
 from chatbot.limits import UserLimits
 from chatbot.registry import BackendRegistry
 from chatbot.settings import Settings
 from chatbot.stores.base import SessionStore
+
+if TYPE_CHECKING:
+    from chatbot.connection import Sockets
 
 STATE_KEY = "chatbot"
 
@@ -24,8 +30,18 @@ class Runtime:
     store: SessionStore
     backends: BackendRegistry
     verifier: TokenVerifier
-    conversations: Conversations
+    hub: Hub
+    workers: Workers
     limits: UserLimits
+    sockets: Sockets
+
+    async def drain(self, grace: float, code: int, reason: str) -> None:
+        """Shut down gracefully: take no new message, give the replies in flight ``grace``
+        seconds to finish (their final frames still reach the sockets), cancel and store
+        what is left, then close every socket with ``code`` and wait until each has sent
+        its last frame. A second drain finds nothing left to do."""
+        await self.workers.drain(grace)
+        await self.sockets.close_all(code, reason, wait=self.settings.send_timeout)
 
 
 def runtime_of(connection: HTTPConnection) -> Runtime:

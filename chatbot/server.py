@@ -12,7 +12,6 @@ its one-line message.
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import sys
 from collections.abc import Callable
@@ -22,9 +21,8 @@ from starlette.applications import Starlette
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chatbot.errors import ChatbotError
+from chatbot.protocol import CLOSE_GOING_AWAY
 from chatbot.runtime import Runtime
-
-CLOSE_GOING_AWAY = 1001
 
 
 class StartupErrors:
@@ -86,9 +84,7 @@ class ChatServer(uvicorn.Server):
             sock.close()
         runtime = getattr(self.chat_app.state, "chatbot", None)
         if isinstance(runtime, Runtime) and not self.force_exit:
-            await runtime.conversations.drain(
+            await runtime.drain(
                 runtime.settings.shutdown_grace, CLOSE_GOING_AWAY, "server shutting down"
             )
-            # Let the sockets' writers send their last frames and the close.
-            await asyncio.sleep(0.2)
         await super().shutdown(sockets)

@@ -33,7 +33,7 @@ import struct
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
-from chatbot.websocket import TRANSPORT_EXTENSION
+from chatbot.connection import TRANSPORT_EXTENSION
 
 #: SO_LINGER on, with a linger time of 0: closing the socket then sends a RST and frees it
 #: at once, instead of leaving the kernel to retry delivering what the client never read.

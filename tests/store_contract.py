@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from chatbot.errors import DuplicateMessage, InvalidRequest, NotFound
+from chatbot.errors import DuplicateMessage, DuplicateReply, InvalidRequest, NotFound
 from chatbot.stores.base import Message, Session, SessionStore
 
 T = TypeVar("T")
@@ -591,7 +591,7 @@ class StoreContract:
         session = store.create_session("alice", backend="echo")
         question = store.add_message("alice", session.id, role="user", content="q")
         store.add_message("alice", session.id, role="assistant", content="a", reply_to=question.id)
-        with pytest.raises(Exception):  # noqa: B017 - the driver's own integrity error
+        with pytest.raises(DuplicateReply):
             store.add_message(
                 "alice", session.id, role="assistant", content="b", reply_to=question.id
             )

@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 
-from chatbot.errors import ConfigError
+from chatbot.errors import ConfigError, DuplicateMessage
 from chatbot.stores import store_for_url
-from chatbot.stores.sqlite import MIGRATIONS, SQLiteStore, path_from_url
+from chatbot.stores.sqlite import SQLiteStore, path_from_url
+from chatbot.stores.sqlite_migrations import MIGRATIONS
 from tests.store_contract import StoreContract, StoreHarness, open_store
 
 MIGRATION_NAMES = [name for name, _ in MIGRATIONS]
@@ -27,11 +28,10 @@ def sqlite_url(path: Path) -> str:
 def query(store: StoreHarness, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     """Rows of ``sql`` on the store's own connection (pragmas are per connection)."""
 
-    async def fetch() -> list[tuple[Any, ...]]:
-        async with store.store.db.execute(sql, params) as cursor:
-            return [tuple(row) for row in await cursor.fetchall()]
+    def fetch(db: sqlite3.Connection) -> list[tuple[Any, ...]]:
+        return [tuple(row) for row in db.execute(sql, params).fetchall()]
 
-    return store.run(fetch())
+    return store.run(store.store.db.read(fetch))
 
 
 class TestSQLiteStore(StoreContract):
@@ -54,7 +54,7 @@ def store(db_path: Path) -> Iterator[StoreHarness]:
 
 
 def test_migrating_an_empty_file_creates_the_schema(store: StoreHarness, db_path: Path) -> None:
-    assert store.first_migrate == ["0001_initial"]
+    assert store.first_migrate == ["0001_initial", "0002_message_count"]
     assert db_path.is_file()
 
     with contextlib.closing(sqlite3.connect(db_path)) as db:
@@ -69,9 +69,38 @@ def test_migrating_an_empty_file_creates_the_schema(store: StoreHarness, db_path
         "messages_reply_to",
     ):
         assert objects.get(index) == "index"
-    assert [name for name, _ in recorded] == ["0001_initial"]
+    assert [name for name, _ in recorded] == ["0001_initial", "0002_message_count"]
     applied_at = datetime.fromisoformat(recorded[0][1])
     assert applied_at.utcoffset() == timedelta(0)
+
+
+def test_the_message_count_migration_counts_what_is_there(tmp_path: Path) -> None:
+    """A database of the first release gets its sessions' counts, once, from its rows."""
+    path = tmp_path / "old.db"
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("CREATE TABLE chatbot_migrations (name TEXT PRIMARY KEY, applied_at TEXT)")
+        for statement in MIGRATIONS[0][1]:
+            db.execute(statement)
+        db.execute("INSERT INTO chatbot_migrations VALUES ('0001_initial', '2026-01-01')")
+        for sid, count in (("busy", 3), ("empty", 0)):
+            db.execute(
+                "INSERT INTO sessions VALUES (?, 'alice', NULL, 'echo', NULL, NULL, "
+                "'2026-01-01T00:00:00+00:00', '2026-01-01T00:00:00+00:00')",
+                (sid,),
+            )
+            for n in range(count):
+                db.execute(
+                    "INSERT INTO messages (session_id, role, content, status, created_at) "
+                    "VALUES (?, 'user', ?, 'complete', '2026-01-01T00:00:00+00:00')",
+                    (sid, str(n)),
+                )
+        db.commit()
+    with open_store(SQLiteStore(sqlite_url(path)), migrations=MIGRATION_NAMES) as store:
+        assert store.first_migrate == ["0002_message_count"]
+        assert store.get_session("alice", "busy").message_count == 3
+        assert store.get_session("alice", "empty").message_count == 0
+        store.add_message("alice", "busy", role="user", content="3")
+        assert store.get_session("alice", "busy").message_count == 4
 
 
 def test_connection_pragmas(store: StoreHarness) -> None:
@@ -97,7 +126,7 @@ def test_data_survives_a_restart(store: StoreHarness, db_path: Path) -> None:
 
     with open_store(SQLiteStore(sqlite_url(db_path)), migrations=MIGRATION_NAMES) as again:
         assert again.first_migrate == []
-        assert again.applied_migrations() == ["0001_initial"]
+        assert again.applied_migrations() == ["0001_initial", "0002_message_count"]
         assert again.get_session("alice", session.id) == before
         assert before.message_count == 2
         page = again.list_messages("alice", session.id, limit=10)
@@ -170,15 +199,10 @@ def test_session_list_query_uses_an_index(
 def _record_queries(
     store: StoreHarness, monkeypatch: pytest.MonkeyPatch
 ) -> list[tuple[str, tuple[Any, ...]]]:
-    """Record the exact SQL and parameters the store reads with from now on."""
+    """Record the exact SQL the store reads with from now on (SQLite's own trace, with the
+    parameters written into the text)."""
     executed: list[tuple[str, tuple[Any, ...]]] = []
-    real = store.store._fetchall
-
-    async def recording(sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
-        executed.append((sql, params))
-        return list(await real(sql, params))
-
-    monkeypatch.setattr(store.store, "_fetchall", recording)
+    store.store.db.reader.set_trace_callback(lambda sql: executed.append((sql, ())))
     return executed
 
 
@@ -226,9 +250,12 @@ def test_deleting_a_session_deletes_its_rows(store: StoreHarness) -> None:
 def test_duplicate_client_id_leaves_no_open_transaction(store: StoreHarness) -> None:
     session = store.create_session("alice", backend="echo")
     store.add_message("alice", session.id, role="user", content="hi", client_id="c1")
-    with pytest.raises(Exception):  # noqa: B017 (see the contract)
+    with pytest.raises(DuplicateMessage) as raised:
         store.add_message("alice", session.id, role="user", content="hi", client_id="c1")
-    assert store.store.db.in_transaction is False
+    assert raised.value.message.content == "hi"
+    # The next write goes through: the failed one left no transaction open.
+    store.add_message("alice", session.id, role="user", content="again", client_id="c2")
+    assert store.get_session("alice", session.id).message_count == 2
 
 
 def test_store_for_an_unknown_scheme_names_the_supported_ones() -> None:
@@ -277,3 +304,18 @@ def test_path_from_a_bad_url(url: str, words: str) -> None:
         path_from_url(url)
     assert words in str(raised.value)
     assert "sqlite:///" in str(raised.value)
+
+
+def test_a_url_may_trade_power_loss_safety_for_fewer_fsyncs(tmp_path: Path) -> None:
+    url = sqlite_url(tmp_path / "fast.db") + "?synchronous=normal"
+    with open_store(SQLiteStore(url), migrations=MIGRATION_NAMES) as store:
+        assert query(store, "PRAGMA synchronous") == [(1,)]  # NORMAL
+
+
+def test_an_unknown_synchronous_setting_says_what_to_write(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as raised:
+        SQLiteStore(sqlite_url(tmp_path / "x.db") + "?synchronous=off")
+    assert str(raised.value) == (
+        "the SQLite URL asks for synchronous='off'; write ?synchronous=full (the default) "
+        "or ?synchronous=normal (see docs/performance.md)"
+    )

@@ -65,6 +65,15 @@ class Message:
 
 
 @dataclass(frozen=True)
+class UserMessage:
+    """A user message just stored, and how many messages its session held before it (a
+    live conversation that holds that many knows its context is current)."""
+
+    message: Message
+    count_before: int
+
+
+@dataclass(frozen=True)
 class SessionPage:
     sessions: list[Session]
     next_cursor: str | None
@@ -108,8 +117,11 @@ class SessionStore(abc.ABC):
         title: str | None = None,
         model: str | None = None,
         system_prompt: str | None = None,
+        limit: int | None = None,
     ) -> Session:
-        """Create a session owned by ``owner``."""
+        """Create a session owned by ``owner``; with ``limit``, raise
+        :class:`~chatbot.errors.TooManySessions` if ``owner`` already has that many, in the
+        same statement (two processes cannot both pass the check)."""
 
     @abc.abstractmethod
     async def get_session(self, owner: str, session_id: str) -> Session:
@@ -161,6 +173,34 @@ class SessionStore(abc.ABC):
         Raises :class:`~chatbot.errors.DuplicateMessage` for a user message whose
         ``client_id`` the session already holds.
         """
+
+    @abc.abstractmethod
+    async def add_user_message(
+        self, owner: str, session_id: str, *, content: str, client_id: str | None = None
+    ) -> UserMessage:
+        """Store a user message in one transaction (committed when this returns).
+
+        A ``client_id`` the session already holds raises
+        :class:`~chatbot.errors.DuplicateMessage` carrying the stored message and its reply;
+        nothing is written then. ``NotFound`` for a session that is not ``owner``'s.
+        """
+
+    @abc.abstractmethod
+    async def add_reply(
+        self,
+        owner: str,
+        session_id: str,
+        *,
+        reply_to: int,
+        content: str,
+        status: Status,
+        backend: str | None = None,
+        model: str | None = None,
+        usage: dict[str, Any] | None = None,
+        replacing: int | None = None,
+    ) -> Message:
+        """Store the reply to the user message ``reply_to`` in one transaction; with
+        ``replacing``, overwrite that earlier (failed) reply in its place instead."""
 
     @abc.abstractmethod
     async def find_user_message(

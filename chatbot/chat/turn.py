@@ -1,0 +1,284 @@
+"""One turn: store the user's message, build the context, stream the backend's reply to the
+hub, store the reply, publish it.
+
+A turn knows the store, the backends and a ``publish`` function, nothing of sockets. The
+conversation's recent messages travel with it in a :class:`Window`, so that the usual turn
+writes the store twice (the user message, then the reply) and reads nothing back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from chatbot.backends import Backend, ChatMessage, ChatRequest, Usage
+from chatbot.chat.deadlines import guarded
+from chatbot.context import trim
+from chatbot.errors import BackendError, DuplicateMessage, InvalidRequest
+from chatbot.hub.base import Delta, Event, Failure, Reply, Started
+from chatbot.registry import BackendRegistry
+from chatbot.stores.base import Message, Session, SessionStore, Status
+
+logger = logging.getLogger("chatbot.chat")
+#: The message count of a window that must be read from the store before it is used.
+UNKNOWN = -1
+
+
+@dataclass
+class Job:
+    """A client's message waiting for its reply. ``asker`` names the socket that sent it
+    (a stored reply to a repeated ``client_id`` goes to that socket only)."""
+
+    owner: str
+    content: str
+    client_id: str | None = None
+    asker: str | None = None
+    #: Cancelled before its turn began (a cancel sent right behind it).
+    cancelled: bool = False
+
+
+@dataclass
+class Window:
+    """A session's record and its newest messages as a backend sees them; ``count`` is the
+    session's message count they are current for."""
+
+    session: Session
+    size: int
+    count: int = UNKNOWN
+    messages: collections.deque[ChatMessage] = field(default_factory=collections.deque)
+
+    def __post_init__(self) -> None:
+        self.messages = collections.deque(self.messages, maxlen=self.size)
+
+    @classmethod
+    def of(cls, session: Session, size: int) -> Window:
+        """A window for a session: current if it holds no message, else to be read."""
+        return cls(session, size, 0 if session.message_count == 0 else UNKNOWN)
+
+    def reset(self, messages: list[ChatMessage], count: int) -> None:
+        self.messages = collections.deque(messages, maxlen=self.size)
+        self.count = count
+
+    def add(self, message: Message) -> None:
+        if self.count != UNKNOWN:
+            self.count += 1
+        if message.content and message.status != "in_progress":
+            self.messages.append(ChatMessage(role=message.role, content=message.content))
+
+
+class Turn:
+    """Answers one :class:`Job` on one session."""
+
+    def __init__(
+        self,
+        job: Job,
+        window: Window,
+        *,
+        store: SessionStore,
+        backends: BackendRegistry,
+        publish: Callable[[Event], None],
+        system_prompt: str | None = None,
+    ) -> None:
+        self.job = job
+        self.window = window
+        self.session = window.session
+        self.store = store
+        self.backends = backends
+        self.publish = publish
+        self.system_prompt = system_prompt
+        self.cancelled = job.cancelled
+        self.parts: list[str] = []
+        self.usage: Usage | None = None
+        self.backend: str | None = None
+        self.model: str | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def cancel(self) -> bool:
+        """Stop the reply (before the stream starts, the flag alone keeps the backend from
+        being called); ``False`` if it was already cancelled."""
+        if self.cancelled:
+            return False
+        self.cancelled = True
+        if self._task is not None:
+            self._task.cancel()
+        return True
+
+    async def run(self) -> Window:
+        """Answer the job; the window as it stands after the turn."""
+        job, session = self.job, self.session
+        earlier: Message | None = None
+        try:
+            stored = await self.store.add_user_message(
+                job.owner, session.id, content=job.content, client_id=job.client_id
+            )
+        except DuplicateMessage as known:
+            earlier = known.reply
+            if earlier is not None and earlier.status != "error":
+                # Answered before: the stored reply goes to the socket that asked again. A
+                # reply that failed is answered anew instead, so that a retry can succeed.
+                self.publish(Reply(session.id, earlier, job.client_id, only=job.asker))
+                return self.window
+            user_message: Message = known.message
+            history = await self._history_upto(user_message.id)
+        else:
+            user_message = stored.message
+            if stored.count_before == self.window.count:
+                self.window.add(user_message)
+            else:
+                # Not all in memory (a session opened again, or written by another process
+                # meanwhile): read the newest messages once.
+                self.window.reset(
+                    await self._history_upto(user_message.id), stored.count_before + 1
+                )
+            history = list(self.window.messages)
+        reply = await self._answer(user_message, history, earlier)
+        if earlier is None and reply is not None:
+            self.window.add(reply)
+        elif earlier is not None:
+            # A reply replaced in the middle: the window no longer matches; read it next time.
+            self.window.count = UNKNOWN
+        return self.window
+
+    async def _history_upto(self, message_id: int) -> list[ChatMessage]:
+        """The newest turns up to and including ``message_id`` (a message answered late, after
+        a restart, must not see what was said after it)."""
+        page = await self.store.list_messages(
+            self.job.owner, self.session.id, limit=self.window.size, before=message_id + 1
+        )
+        return [
+            ChatMessage(role=m.role, content=m.content)
+            for m in page.messages
+            if m.content and m.status != "in_progress"
+        ]
+
+    async def _answer(
+        self, user_message: Message, history: list[ChatMessage], earlier: Message | None
+    ) -> Message | None:
+        job, session = self.job, self.session
+        try:
+            chain = self.backends.chain(session.backend)
+        except InvalidRequest:
+            self.publish(
+                Failure(
+                    session.id,
+                    "backend_unavailable",
+                    f"this session's backend {session.backend!r} is no longer configured; "
+                    "start a new session",
+                    reply_to=job.client_id,
+                )
+            )
+            return None
+        attempts = [(backend, self._request(backend, history)) for backend in chain]
+        # Recorded now, so that a reply cancelled before its stream starts still says whose.
+        self.backend, self.model = chain[0].name, attempts[0][1].model
+        status, failure = await self._generate(attempts)
+        usage = self.usage.as_dict() if self.usage is not None else None
+        reply = await self.store.add_reply(
+            job.owner,
+            session.id,
+            reply_to=user_message.id,
+            content="".join(self.parts),
+            status=status,
+            backend=self.backend,
+            model=self.model,
+            usage=usage or None,
+            replacing=earlier.id if earlier is not None else None,
+        )
+        if failure is None:
+            self.publish(Reply(session.id, reply, job.client_id))
+        else:
+            kept = ""
+            if self.parts:
+                kept = f"; the partial reply ({len(reply.content)} characters) was stored"
+            self.publish(
+                Failure(
+                    session.id,
+                    failure.kind,
+                    failure.message + kept,
+                    retryable=failure.retryable,
+                    reply_to=job.client_id,
+                )
+            )
+        return reply
+
+    async def _generate(
+        self, attempts: list[tuple[Backend, ChatRequest]]
+    ) -> tuple[Status, BackendError | None]:
+        """Stream the reply; how it ended, and the failure to report, if any."""
+        task = self._task = asyncio.create_task(self._stream_with_fallback(attempts))
+        if self.cancelled:
+            task.cancel()
+        try:
+            # Wait without being cancelled by the stream's own cancellation (a `cancel`).
+            await asyncio.wait({task})
+            if self.cancelled or task.cancelled():
+                return "cancelled", None
+            task.result()
+        except asyncio.CancelledError:
+            # The worker itself is being cancelled: stop the stream, store what we have.
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            return "cancelled", None
+        except BackendError as exc:
+            # The operator's record; the message is the backend's own, never a vendor's body.
+            logger.warning(
+                "backend %r failed (%s%s): %s", self.backend, exc.kind,
+                ", retryable" if exc.retryable else "", exc.message,
+            )  # fmt: skip
+            return "error", exc
+        except Exception:
+            logger.exception("backend %r failed", self.backend)
+            return "error", BackendError("the model backend failed", kind="backend_error")
+        return "complete", None
+
+    def _request(self, backend: Backend, history: list[ChatMessage]) -> ChatRequest:
+        """The request for one backend of the chain: its model, prompt and budget."""
+        session = self.session
+        config = self.backends.config(backend.name)
+        own = backend.name == session.backend
+        system_prompt = session.system_prompt or config.system_prompt or self.system_prompt
+        return ChatRequest(
+            messages=trim(history, system_prompt, config.context_tokens),
+            model=(session.model if own else None) or backend.default_model,
+            system_prompt=system_prompt,
+        )
+
+    async def _stream_with_fallback(self, attempts: list[tuple[Backend, ChatRequest]]) -> None:
+        """Stream from the first backend of the chain that gets to its first token."""
+        for index, (backend, request) in enumerate(attempts):
+            self.backend, self.model = backend.name, request.model
+            try:
+                await self._stream(backend, request)
+                return
+            except BackendError as exc:
+                # Falling back after text was sent would repeat or contradict it. A session's
+                # own backend failing for good (a bad key, a bad request) is reported, not
+                # hidden; a failing fallback only hands over to the next one.
+                last = index == len(attempts) - 1
+                final = exc.kind == "backend_error" and not exc.retryable
+                if self.parts or last or (index == 0 and final):
+                    raise
+                logger.warning(
+                    "backend %r failed before its first token (%s); %r answers instead",
+                    backend.name, exc.kind, attempts[index + 1][0].name,
+                )  # fmt: skip
+
+    async def _stream(self, backend: Backend, request: ChatRequest) -> None:
+        session_id, reply_to = self.session.id, self.job.client_id
+        started = False
+        async for item in guarded(backend, request):
+            if isinstance(item, Usage):
+                self.usage = item
+            elif item:
+                if not started:
+                    started = True
+                    self.publish(Started(session_id, reply_to))
+                self.parts.append(item)
+                self.publish(Delta(session_id, item, reply_to))
+                # Let the sockets' writers run even when chunks arrive all at once.
+                await asyncio.sleep(0)

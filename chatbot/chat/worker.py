@@ -1,0 +1,193 @@
+"""One generation at a time per session: each session's queue and the task that works it.
+
+:class:`Workers` takes a client's message (:meth:`Workers.submit`), queues it behind the
+session's other messages (a small bounded queue), and a task per busy session answers
+them in order, one :class:`~chatbot.chat.turn.Turn` each. The task belongs to the session,
+not to a socket: a client that disconnects does not stop its reply. Replies and errors go
+out through the hub. The recent messages of each session stay in memory between turns (a
+bounded number of sessions), so the usual turn reads nothing from the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+from dataclasses import dataclass, field
+
+from chatbot.chat.turn import Job, Turn, Window
+from chatbot.errors import DuplicateMessage, InvalidRequest, NotFound
+from chatbot.hub.base import Failure, Hub
+from chatbot.registry import BackendRegistry
+from chatbot.settings import Settings
+from chatbot.stores.base import Session, SessionStore
+
+logger = logging.getLogger("chatbot.chat")
+
+CLOSE_NOT_FOUND = 4404
+#: Sessions whose recent messages are kept in memory between turns.
+MAX_WINDOWS = 10_000
+
+
+@dataclass
+class _Session:
+    """A busy session: its queue, its task, the turn in progress."""
+
+    session_id: str
+    queue: collections.deque[Job] = field(default_factory=collections.deque)
+    task: asyncio.Task[None] | None = None
+    turn: Turn | None = None
+
+    def pending_ids(self) -> set[str]:
+        jobs = [*self.queue, *([self.turn.job] if self.turn else [])]
+        return {job.client_id for job in jobs if job.client_id is not None}
+
+
+class Workers:
+    """Every busy session of this process, and the windows of recent ones."""
+
+    def __init__(
+        self, store: SessionStore, backends: BackendRegistry, hub: Hub, settings: Settings
+    ) -> None:
+        self.store = store
+        self.backends = backends
+        self.hub = hub
+        self.settings = settings
+        self._busy: dict[str, _Session] = {}
+        self._windows: collections.OrderedDict[str, Window] = collections.OrderedDict()
+        self._closing = False
+        hub.serve_cancels(self.cancel)
+
+    def busy(self) -> int:
+        """How many sessions are answering or have messages waiting."""
+        return len(self._busy)
+
+    def submit(self, session: Session, job: Job) -> None:
+        """Queue a message for its reply; ``InvalidRequest('busy')`` when the queue is full."""
+        if self._closing:
+            raise InvalidRequest(
+                "busy", "the server is shutting down; send the message again shortly"
+            )
+        busy = self._busy.get(session.id)
+        if busy is None:
+            busy = self._busy[session.id] = _Session(session.id)
+        if job.client_id is not None and job.client_id in busy.pending_ids():
+            # Already queued or in progress: the asking socket is on the session, so the
+            # reply (and, if it streams, the deltas) reaches it without a second run.
+            return
+        if len(busy.queue) >= self.settings.session_queue_size:
+            raise InvalidRequest(
+                "busy",
+                "this session already has the maximum number of messages waiting for a "
+                "reply; send again once a reply arrives",
+            )
+        busy.queue.append(job)
+        if busy.task is None:
+            busy.task = asyncio.create_task(
+                self._work(busy, session), name=f"chatbot-session-{session.id}"
+            )
+
+    def cancel(self, session_id: str) -> bool:
+        """Stop the reply being answered on the session; ``False`` if there is none."""
+        busy = self._busy.get(session_id)
+        if busy is None:
+            return False
+        if busy.turn is None:
+            # The task was started for this message but has not run yet.
+            if busy.queue and busy.task is not None:
+                busy.queue[0].cancelled = True
+                return True
+            return False
+        return busy.turn.cancel()
+
+    async def drain(self, grace: float) -> None:
+        """Take no new message, give replies in flight ``grace`` seconds to finish, then
+        cancel (and store) what is left."""
+        self._closing = True
+        tasks = {b.task for b in self._busy.values() if b.task is not None}
+        if not tasks:
+            return
+        logger.info(
+            "waiting up to %g s for %d repl%s in flight",
+            grace, len(tasks), "y" if len(tasks) == 1 else "ies",
+        )  # fmt: skip
+        _, late = await asyncio.wait(tasks, timeout=grace) if grace > 0 else (set(), tasks)
+        for busy in list(self._busy.values()):
+            if busy.task in late:
+                self.cancel(busy.session_id)
+        if late:
+            # Cancelled replies are stored within moments; do not hang on a stuck one.
+            await asyncio.wait(late, timeout=5)
+
+    def _window(self, session: Session) -> Window:
+        window = self._windows.pop(session.id, None)
+        if window is None:
+            window = Window.of(session, self.settings.context_messages)
+        return window
+
+    def _keep_window(self, window: Window) -> None:
+        self._windows[window.session.id] = window
+        while len(self._windows) > MAX_WINDOWS:
+            self._windows.popitem(last=False)
+
+    async def _work(self, busy: _Session, session: Session) -> None:
+        window = self._window(session)
+        try:
+            while busy.queue:
+                job = busy.queue.popleft()
+                try:
+                    if self._closing:
+                        await self._keep(session, job)
+                        continue
+                    # Current from now on, so that a cancel or a repeated id sent while the
+                    # user message is being stored already finds it.
+                    busy.turn = Turn(
+                        job, window, store=self.store, backends=self.backends,
+                        publish=self.hub.publish, system_prompt=self.settings.system_prompt,
+                    )  # fmt: skip
+                    window = await busy.turn.run()
+                except NotFound:
+                    # Deleted meanwhile: close the sockets still on it, as a DELETE does.
+                    busy.queue.clear()
+                    self.hub.close_session(session.id, CLOSE_NOT_FOUND, "session not found")
+                    return
+                except Exception:
+                    logger.exception("unexpected error while answering a message")
+                    window = Window.of(session, self.settings.context_messages)
+                    window.count = -1
+                    self.hub.publish(
+                        Failure(
+                            session.id,
+                            "internal_error",
+                            "the server failed to answer this message; try again",
+                            retryable=True,
+                            reply_to=job.client_id,
+                        )
+                    )
+                finally:
+                    busy.turn = None
+            self._keep_window(window)
+        finally:
+            busy.task = None
+            if self._busy.get(session.id) is busy:
+                del self._busy[session.id]
+
+    async def _keep(self, session: Session, job: Job) -> None:
+        """At shutdown, store a queued message that has an id without answering it: sent
+        again with that id, it is answered once. Without an id, a resend could not be told
+        from a new message, so it is not stored and the client is told to send it again."""
+        if job.client_id is None:
+            message = "the server is shutting down; the message was not stored, send it again"
+        else:
+            with contextlib.suppress(DuplicateMessage):
+                await self.store.add_user_message(
+                    job.owner, session.id, content=job.content, client_id=job.client_id
+                )
+            message = (
+                "the server is shutting down; the message was stored but not answered, "
+                "send it again with the same id to get the reply"
+            )
+        self.hub.publish(
+            Failure(session.id, "backend_unavailable", message, True, reply_to=job.client_id)
+        )

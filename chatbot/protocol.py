@@ -1,0 +1,136 @@
+"""The wire contract of the chat socket (PROTOCOL.md): close codes, the frames the server
+sends, and the checks on what a client sends. Pure functions of data: no socket here.
+
+Every frame of the original API document stays byte for byte: a reply is
+``{"message": ..., "session_id": ...}`` unless the client opted in to extended frames (the
+``chatbot.v1`` subprotocol, or a message that used an addition such as ``id``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from chatbot.errors import InvalidRequest
+from chatbot.serialize import is_utf8, timestamp
+from chatbot.stores.base import Message
+
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+CLOSE_UNSUPPORTED = 1003
+CLOSE_POLICY = 1008
+CLOSE_TOO_BIG = 1009
+CLOSE_INTERNAL_ERROR = 1011
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_FORBIDDEN = 4403
+CLOSE_NOT_FOUND = 4404
+CLOSE_TOO_MANY = 4429
+
+MAX_CLIENT_ID_CHARS = 128
+
+
+def reply_frame(
+    message: Message, session_id: str, reply_to: str | None, *, extended: bool
+) -> dict[str, Any]:
+    """The frame of a stored assistant message."""
+    frame: dict[str, Any]
+    if not extended:
+        frame = {"message": message.content, "session_id": session_id}
+        if message.status != "complete":
+            # Only a cancel (an addition itself) or a shutdown ends a reply early.
+            frame["status"] = message.status
+        return frame
+    frame = {
+        "type": "message",
+        "message": message.content,
+        "session_id": session_id,
+        "message_id": message.id,
+        "status": message.status,
+        "created_at": timestamp(message.created_at),
+        "backend": message.backend,
+        "model": message.model,
+    }
+    if reply_to is not None:
+        frame["reply_to"] = reply_to
+    if message.usage is not None:
+        frame["usage"] = message.usage
+    return frame
+
+
+def delta_frame(text: str, session_id: str, reply_to: str | None) -> dict[str, Any]:
+    frame: dict[str, Any] = {"type": "delta", "delta": text, "session_id": session_id}
+    if reply_to is not None:
+        frame["reply_to"] = reply_to
+    return frame
+
+
+def error_frame(
+    code: str,
+    message: str,
+    session_id: str,
+    retryable: bool = False,
+    reply_to: str | None = None,
+    *,
+    retry_after: int | None = None,
+) -> dict[str, Any]:
+    frame: dict[str, Any] = {
+        "type": "error",
+        "error": {"code": code, "message": message, "retryable": retryable},
+        "session_id": session_id,
+    }
+    if retry_after is not None:
+        frame["error"]["retry_after"] = retry_after
+    if reply_to is not None:
+        frame["reply_to"] = reply_to
+    return frame
+
+
+def echoable_id(value: Any) -> str | None:
+    """A client ``id`` that could be valid, to echo as ``reply_to`` in an error frame: a
+    rejected huge one would make the error frame itself larger than the frame limit."""
+    if isinstance(value, str) and 0 < len(value) <= MAX_CLIENT_ID_CHARS and is_utf8(value):
+        return value
+    return None
+
+
+@dataclass(frozen=True)
+class ChatFrame:
+    """A valid ``message`` frame from a client."""
+
+    content: str
+    client_id: str | None
+    stream: bool
+    #: It used an addition (``id`` or ``stream``): from now on the client gets extended frames.
+    extended: bool
+
+
+def parse_message(data: dict[str, Any], session_id: str, max_chars: int) -> ChatFrame:
+    """Check a ``message`` frame; ``InvalidRequest`` naming what is wrong."""
+    content = data.get("message")
+    if not isinstance(content, str):
+        raise InvalidRequest("invalid_message", "message must be a string")
+    if not content.strip():
+        raise InvalidRequest("invalid_message", "message must not be empty")
+    if not is_utf8(content):
+        raise InvalidRequest("invalid_message", "message holds an unpaired surrogate")
+    if len(content) > max_chars:
+        raise InvalidRequest("message_too_long", f"message is longer than {max_chars} characters")
+    claimed = data.get("session_id")
+    if claimed is not None:
+        if not isinstance(claimed, str):
+            raise InvalidRequest("invalid_message", "session_id must be a string")
+        if claimed != session_id:
+            raise InvalidRequest(
+                "session_mismatch",
+                "session_id is not this connection's session; open a socket on that "
+                "session instead",
+            )
+    client_id = data.get("id")
+    if client_id is not None and echoable_id(client_id) is None:
+        raise InvalidRequest(
+            "invalid_message", f"id must be a string of 1 to {MAX_CLIENT_ID_CHARS} characters"
+        )
+    stream = data.get("stream", False)
+    if not isinstance(stream, bool):
+        raise InvalidRequest("invalid_message", "stream must be true or false")
+    return ChatFrame(content, client_id, stream, client_id is not None or "stream" in data)
