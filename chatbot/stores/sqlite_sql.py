@@ -118,20 +118,23 @@ def insert_message(
     """Append a message to the owner's session; it and the session's message count before.
 
     A user message whose client id the session holds raises :class:`DuplicateMessage` with
-    the stored message and its reply; nothing is written then.
+    the stored message and its reply, a second reply to a message :class:`DuplicateReply`;
+    the caller's transaction (or savepoint) is then rolled back, and nothing is written.
+    The unique indexes decide, in the insert itself: no lookup before it.
     """
-    if role == "user" and client_id is not None and owns(db, owner, session_id):
-        found = find_user_message(db, session_id, client_id)
-        if found is not None:
-            raise DuplicateMessage(found, find_reply(db, session_id, found.id))
-    if reply_to is not None and find_reply(db, session_id, reply_to) is not None:
-        raise DuplicateReply()
     before = touch(db, owner, session_id, stamp(now), 1)
     cursor = db.execute(
-        INSERT_MESSAGE,
+        INSERT_MESSAGE + " ON CONFLICT DO NOTHING",
         (session_id, role, content, status, client_id, reply_to, backend, model,
          usage_json(usage), stamp(now)),
     )  # fmt: skip
+    if cursor.rowcount == 0:
+        found = None
+        if role == "user" and client_id is not None:
+            found = find_user_message(db, session_id, client_id)
+        if found is not None:
+            raise DuplicateMessage(found, find_reply(db, session_id, found.id))
+        raise DuplicateReply()
     assert cursor.lastrowid is not None
     message = Message(
         id=cursor.lastrowid, session_id=session_id, role=role, content=content,
