@@ -110,7 +110,6 @@ class Turn:
     async def run(self) -> Window:
         """Answer the job; the window as it stands after the turn."""
         job, session = self.job, self.session
-        earlier: Message | None = None
         try:
             stored = await self.store.add_user_message(
                 job.owner, session.id, content=job.content, client_id=job.client_id
@@ -122,25 +121,22 @@ class Turn:
                 # reply that failed is answered anew instead, so that a retry can succeed.
                 self.publish(Reply(session.id, earlier, job.client_id, only=job.asker))
                 return self.window
-            user_message: Message = known.message
-            history = await self._history_upto(user_message.id)
-        else:
-            user_message = stored.message
-            if stored.count_before == self.window.count:
-                self.window.add(user_message)
-            else:
-                # Not all in memory (a session opened again, or written by another process
-                # meanwhile): read the newest messages once.
-                self.window.reset(
-                    await self._history_upto(user_message.id), stored.count_before + 1
-                )
-            history = list(self.window.messages)
-        reply = await self._answer(user_message, history, earlier)
-        if earlier is None and reply is not None:
-            self.window.add(reply)
-        elif earlier is not None:
-            # A reply replaced in the middle: the window no longer matches; read it next time.
+            # Stored earlier and not answered (or answered with an error): answer it from the
+            # conversation as it stood when it was sent. Rare: the window is read again next.
+            history = await self._history_upto(known.message.id)
+            await self._answer(known.message, history, earlier)
             self.window.count = UNKNOWN
+            return self.window
+        if stored.count_before == self.window.count:
+            self.window.add(stored.message)
+        else:
+            # Not all in memory (a session opened again, or written by another process
+            # meanwhile): read the newest messages once.
+            history = await self._history_upto(stored.message.id)
+            self.window.reset(history, stored.count_before + 1)
+        reply = await self._answer(stored.message, list(self.window.messages), None)
+        if reply is not None:
+            self.window.add(reply)
         return self.window
 
     async def _history_upto(self, message_id: int) -> list[ChatMessage]:
