@@ -33,6 +33,7 @@ from chatbot.protocol import (
     parse_message,
 )
 from chatbot.runtime import Runtime, runtime_of
+from chatbot.settings import Settings
 from chatbot.stores.base import Session
 
 logger = logging.getLogger("chatbot.websocket")
@@ -119,26 +120,63 @@ async def _chat(
             connection.close(CLOSE_NOT_FOUND, "session not found")
     writer = asyncio.create_task(connection.run_writer())
     runtime.sockets.add(connection, writer)
-    expiry = asyncio.create_task(
-        _close_at_expiry(connection, identity.expires_at + runtime.verifier.leeway)
-    )
-    idle = asyncio.create_task(_close_when_idle(connection, settings.idle_timeout))
-    reader = asyncio.create_task(_read(websocket, connection, runtime, session, identity.user_id))
-    try:
+    # Timers rather than tasks: an idle socket costs two tasks (this one and its writer).
+    timers = _Timers(connection, identity.expires_at + runtime.verifier.leeway, settings)
+    endpoint = asyncio.current_task()
+    assert endpoint is not None
+    reading = True
+
+    def writer_ended(_: object) -> None:
         # The writer ends first when it gives up on a client that stopped reading: that
         # client sends nothing either, and without a reset no disconnect reaches the reader.
-        await asyncio.wait((reader, writer), return_when=asyncio.FIRST_COMPLETED)
-        if reader.done():
-            reader.result()
+        if reading:
+            endpoint.cancel()
+
+    writer.add_done_callback(writer_ended)
+    try:
+        await _read(websocket, connection, runtime, session, identity.user_id)
+    except asyncio.CancelledError:
+        if not writer.done() or endpoint.cancelling() > 1:
+            raise  # the server cancels this socket
+        endpoint.uncancel()
     finally:
-        reader.cancel()
+        reading = False
         hub.unsubscribe(session.id, connection.deliver)
-        expiry.cancel()
-        idle.cancel()
+        timers.cancel()
         connection.close(CLOSE_NORMAL, "")
         with contextlib.suppress(Exception):
             await writer
         runtime.sockets.discard(connection)
+
+
+class _Timers:
+    """Closes a socket when its token expires (4401) and when its client has sent nothing
+    for ``idle_timeout`` seconds (1000 ``idle timeout``). Protocol-level pings do not count
+    (uvicorn answers them; the app never sees them); a ``{"type": "ping"}`` frame does."""
+
+    def __init__(self, connection: Connection, expires_at: float, settings: Settings) -> None:
+        self.connection = connection
+        self.idle_seconds = settings.idle_timeout
+        loop = asyncio.get_running_loop()
+        self._expiry = loop.call_at(loop.time() + max(0.0, expires_at - time.time()), self._expired)
+        self._idle = loop.call_at(loop.time() + self.idle_seconds, self._check_idle)
+
+    def _expired(self) -> None:
+        self.connection.close(CLOSE_UNAUTHORIZED, "token expired")
+
+    def _check_idle(self) -> None:
+        # Checked when the timer fires rather than rearmed on every frame: a busy socket
+        # costs nothing here.
+        left = self.connection.last_frame_at + self.idle_seconds - time.monotonic()
+        if left <= 0:
+            self.connection.close(CLOSE_NORMAL, "idle timeout")
+        else:
+            loop = asyncio.get_running_loop()
+            self._idle = loop.call_at(loop.time() + left, self._check_idle)
+
+    def cancel(self) -> None:
+        self._expiry.cancel()
+        self._idle.cancel()
 
 
 def _catch_up(runtime: Runtime, connection: Connection) -> None:
@@ -147,23 +185,6 @@ def _catch_up(runtime: Runtime, connection: Connection) -> None:
     progress = runtime.hub.snapshot(connection.session_id)
     if progress is not None:
         connection.send_delta(progress.text, progress.reply_to)
-
-
-async def _close_at_expiry(connection: Connection, at: float) -> None:
-    await asyncio.sleep(max(0.0, at - time.time()))
-    connection.close(CLOSE_UNAUTHORIZED, "token expired")
-
-
-async def _close_when_idle(connection: Connection, idle_seconds: float) -> None:
-    """Close with 1000 ``idle timeout`` once the client sent no frame for ``idle_seconds``.
-    Protocol-level pings do not count (uvicorn answers them; the app never sees them);
-    a ``{"type": "ping"}`` frame does."""
-    while not connection.closing:
-        left = connection.last_frame_at + idle_seconds - time.monotonic()
-        if left <= 0:
-            connection.close(CLOSE_NORMAL, "idle timeout")
-            return
-        await asyncio.sleep(left)
 
 
 async def _read(
