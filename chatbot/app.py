@@ -24,7 +24,8 @@ from chatbot.backends import Backend, BackendRegistry
 from chatbot.conversation import Conversations
 from chatbot.cors import cors_middleware
 from chatbot.errors import AuthError, InvalidRequest, NotFound, TokenMissing
-from chatbot.limits import BodySizeLimit, UserLimits
+from chatbot.limits import UserLimits
+from chatbot.middleware import BodySizeLimit
 from chatbot.openapi import openapi
 from chatbot.runtime import STATE_KEY, Runtime
 from chatbot.serialize import error_response

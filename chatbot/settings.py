@@ -24,8 +24,8 @@ from starlette.datastructures import Secret
 
 from chatbot.errors import ConfigError, why_not_created
 from chatbot.jwks import check_jwks_url, public_key_algorithms, read_public_key_setting
-from chatbot.limits import normalize_origin
 from chatbot.oidc import check_issuer
+from chatbot.origins import ANY_ORIGIN, normalize_origin
 
 HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
 ASYMMETRIC_ALGORITHMS = frozenset(
@@ -341,7 +341,7 @@ class Settings:
         if not 0 < self.idle_timeout < float("inf"):
             raise ConfigError("CHATBOT_IDLE_TIMEOUT must be a number of seconds above 0")
         for origin in self.allowed_origins:
-            if origin != "*" and normalize_origin(origin) is None:
+            if origin != ANY_ORIGIN and normalize_origin(origin) is None:
                 raise ConfigError(
                     f"CHATBOT_ALLOWED_ORIGINS: {origin!r} is not an origin; write "
                     "scheme://host[:port], e.g. https://chat.example.com, or * for any"
