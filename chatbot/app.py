@@ -26,7 +26,8 @@ from chatbot.connection import Sockets
 from chatbot.cors import cors_middleware
 from chatbot.errors import AuthError, InvalidRequest, NotFound, TokenMissing
 from chatbot.hub.local import LocalHub
-from chatbot.limits import BodySizeLimit, UserLimits
+from chatbot.limits import UserLimits
+from chatbot.middleware import BodySizeLimit
 from chatbot.openapi import openapi
 from chatbot.protocol import CLOSE_GOING_AWAY
 from chatbot.registry import BackendRegistry

@@ -13,7 +13,7 @@ from __future__ import annotations
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
-from chatbot.limits import ANY_ORIGIN, normalize_origin
+from chatbot.origins import allowed_origins
 from chatbot.settings import Settings
 
 #: Every method the API routes answer.
@@ -30,16 +30,11 @@ def cors_middleware(settings: Settings) -> list[Middleware]:
     """The CORS middleware for ``settings``, or none when only the same origin is allowed."""
     if not settings.allowed_origins:
         return []
-    if ANY_ORIGIN in settings.allowed_origins:
-        origins = [ANY_ORIGIN]
-    else:
-        # Browsers send an origin as scheme://host[:port], lower case, without a default
-        # port; the setting may be written otherwise (validated by Settings).
-        origins = [normalize_origin(origin) or origin for origin in settings.allowed_origins]
     return [
         Middleware(
             CORSMiddleware,
-            allow_origins=origins,
+            # As browsers send them: the setting may be written otherwise (HTTPS://Host:443).
+            allow_origins=allowed_origins(settings.allowed_origins),
             allow_methods=METHODS,
             allow_headers=HEADERS,
             allow_credentials=False,

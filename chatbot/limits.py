@@ -1,176 +1,34 @@
-"""Browser safety and abuse limits: allowed origins, request body size, and per-user quotas.
+"""Per-user abuse limits: messages per minute and sockets open at once.
 
 Every limit here counts per user (the token's user id), across all of that user's sockets,
 and lives in this process's memory: with several server processes behind a load balancer,
 each process counts on its own (see docs/security.md).
 
-* :func:`origin_allowed`: the WebSocket ``Origin`` check (cross-site WebSocket hijacking).
-* :class:`BodySizeLimit`: an ASGI middleware that answers ``413`` to an HTTP request body
-  larger than ``CHATBOT_MAX_BODY_BYTES``, without reading more of it than the limit.
 * :class:`RateLimiter`: a sliding window of messages per user per minute.
-* :class:`UserLimits`: the per-user state of one application: the rate limiter, the sockets
-  open per user, and the sessions a user may create.
+* :class:`UserLimits`: the per-user state of one application: the rate limiter and the
+  sockets open per user.
+
+The sessions a user may own are counted by the store, in the statement that creates one
+(``SessionStore.create_session(limit=...)``), so that two processes cannot both pass the
+check.
+
+The origin check is in :mod:`chatbot.origins`, the request body limit in
+:mod:`chatbot.middleware`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import math
 import time
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from typing import Any
 
-from starlette.responses import JSONResponse
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from chatbot.origins import allowed_origins, origin_allowed
+from chatbot.settings import Settings
 
-from chatbot.errors import ChatbotError, InvalidRequest
-from chatbot.serialize import error_response
-
-if TYPE_CHECKING:
-    from chatbot.settings import Settings
-    from chatbot.stores.base import Session, SessionStore
-
-ANY_ORIGIN = "*"
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 RATE_WINDOW_SECONDS = 60.0
-
-
-# Origins ---------------------------------------------------------------------------------
-
-
-def normalize_origin(value: str) -> str | None:
-    """``scheme://host[:port]`` in lower case without the scheme's default port, or
-    ``None`` when ``value`` is not an http(s) origin (``null``, a path, credentials...)."""
-    value = value.strip()
-    if value.endswith("/"):
-        value = value[:-1]
-    try:
-        parts = urlsplit(value)
-        port = parts.port
-    except ValueError:
-        return None
-    scheme = parts.scheme.lower()
-    host = parts.hostname
-    if (
-        scheme not in _DEFAULT_PORTS
-        or not host
-        or parts.path
-        or parts.query
-        or parts.fragment
-        or "@" in parts.netloc
-    ):
-        return None
-    if ":" in host:
-        host = f"[{host}]"
-    if port is None or port == _DEFAULT_PORTS[scheme]:
-        return f"{scheme}://{host}"
-    return f"{scheme}://{host}:{port}"
-
-
-def _host_and_port(host_header: str, default_port: int) -> tuple[str, int] | None:
-    try:
-        parts = urlsplit("//" + host_header.strip())
-        port = parts.port
-    except ValueError:
-        return None
-    if not parts.hostname or parts.path or parts.query or "@" in parts.netloc:
-        return None
-    return parts.hostname, default_port if port is None else port
-
-
-def origin_allowed(origins: list[str], host: str | None, allowed: Iterable[str]) -> bool:
-    """Whether a WebSocket upgrade with these ``Origin`` header values may go on.
-
-    No ``Origin`` (a client that is not a browser) is allowed. ``allowed`` holds normalized
-    origins (see :func:`normalize_origin`) or ``*``; empty means same-origin only: the
-    origin's host and port must be those of the request's ``Host`` header.
-    """
-    if not origins:
-        return True
-    if len(origins) > 1:
-        return False
-    allowed = set(allowed)
-    if ANY_ORIGIN in allowed:
-        return True
-    origin = normalize_origin(origins[0])
-    if origin is None:
-        return False
-    if allowed:
-        return origin in allowed
-    if host is None:
-        return False
-    parts = urlsplit(origin)
-    default_port = _DEFAULT_PORTS[parts.scheme]
-    ours = (parts.hostname, default_port if parts.port is None else parts.port)
-    return _host_and_port(host, default_port) == ours
-
-
-# HTTP request bodies ---------------------------------------------------------------------
-
-
-class BodyTooLarge(ChatbotError):
-    """The request body went past ``CHATBOT_MAX_BODY_BYTES`` while it was being read."""
-
-
-def body_too_large_response(limit: int) -> JSONResponse:
-    return error_response(
-        413,
-        "body_too_large",
-        f"the request body is larger than {limit} bytes",
-        # The rest of the body is not wanted: do not keep reading it for a next request.
-        headers={"Connection": "close"},
-    )
-
-
-class BodySizeLimit:
-    """Answer ``413`` to an HTTP request whose body is larger than ``max_bytes``.
-
-    A ``Content-Length`` over the limit is refused before the application runs and before
-    any of the body is read. A body without one (chunked) is counted as the application
-    reads it, and refused at the first chunk past the limit; nothing beyond that chunk is
-    read. WebSocket frames have their own limit (``CHATBOT_MAX_FRAME_BYTES``).
-    """
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        limit = self.max_bytes
-        for name, value in scope["headers"]:
-            if name == b"content-length" and value.strip().isdigit() and int(value) > limit:
-                await body_too_large_response(limit)(scope, receive, send)
-                return
-        received = 0
-        started = False
-
-        async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    raise BodyTooLarge()
-            return message
-
-        async def watched_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, watched_send)
-        except BodyTooLarge:
-            if started:
-                raise
-            await body_too_large_response(limit)(scope, receive, send)
 
 
 # Messages per user per minute ------------------------------------------------------------
@@ -249,19 +107,7 @@ class RateLimiter:
         self._next_sweep = now + self.window
 
 
-# Per-user quotas -------------------------------------------------------------------------
-
-
-class TooManySessions(InvalidRequest):
-    """The user already owns ``CHATBOT_MAX_SESSIONS_PER_USER`` sessions."""
-
-    def __init__(self, limit: int) -> None:
-        super().__init__(
-            "too_many_sessions",
-            f"you already have {limit} sessions, the most this server keeps per user; "
-            "delete one to create another",
-            429,
-        )
+# Per-user state ---------------------------------------------------------------------------
 
 
 class UserLimits:
@@ -269,13 +115,9 @@ class UserLimits:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.allowed_origins = frozenset(
-            o if o == ANY_ORIGIN else (normalize_origin(o) or o) for o in settings.allowed_origins
-        )
+        self.allowed_origins = frozenset(allowed_origins(settings.allowed_origins))
         self.messages = RateLimiter(settings.rate_limit_per_minute)
         self._sockets: dict[str, set[object]] = {}
-        # Counting a user's sessions and creating one more is one step in this process.
-        self._session_lock = asyncio.Lock()
 
     def origin_allowed(self, headers: Any) -> bool:
         """The ``Origin`` check of a WebSocket upgrade (``headers``: Starlette's)."""
@@ -301,12 +143,3 @@ class UserLimits:
     def open_sockets(self) -> Mapping[str, int]:
         """Sockets open per user, now."""
         return {user: len(sockets) for user, sockets in self._sockets.items()}
-
-    async def create_session(self, store: SessionStore, owner: str, **fields: Any) -> Session:
-        """``store.create_session`` unless ``owner`` is at ``CHATBOT_MAX_SESSIONS_PER_USER``
-        (then :class:`TooManySessions`)."""
-        limit = self.settings.max_sessions_per_user
-        async with self._session_lock:
-            if await store.count_sessions(owner) >= limit:
-                raise TooManySessions(limit)
-            return await store.create_session(owner, **fields)

@@ -7,14 +7,23 @@ Environment variables configure the server; the TOML file (``CHATBOT_CONFIG``, o
     [backends.echo]
     type = "echo"        # the entry-point name in the ``chatbot.backends`` group
     delay = 0.0
+
+Each setting is declared once, as a field of :class:`Settings` made by
+:func:`~chatbot.declarations.setting`: its default, its bound and a line of documentation;
+its type is the field's annotation and its variable ``CHATBOT_<FIELD>``. Reading the
+environment (:meth:`Settings.from_env`), checking the bounds (:meth:`Settings.validate`) and
+the table of docs/configuration.md (``python -m chatbot.settings``) all follow from those
+declarations.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
+import sys
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -22,10 +31,23 @@ from typing import Any
 from dotenv import dotenv_values
 from starlette.datastructures import Secret
 
+from chatbot import declarations
 from chatbot.backends import DEFAULT_FIRST_TOKEN_TIMEOUT, DEFAULT_TOTAL_TIMEOUT
+from chatbot.declarations import (
+    AtLeast,
+    Between,
+    Checked,
+    LongSecret,
+    OneOf,
+    Origins,
+    Seconds,
+    Variable,
+    declared,
+    declared_variables,
+    setting,
+)
 from chatbot.errors import ConfigError, why_not_created
 from chatbot.jwks import check_jwks_url, public_key_algorithms, read_public_key_setting
-from chatbot.limits import normalize_origin
 from chatbot.oidc import check_issuer
 
 HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
@@ -38,6 +60,8 @@ MAX_JWKS_REFRESH_SECONDS = 86_400
 SECRET_FILE_NAME = "jwt-secret"  # noqa: S105 (a file name, not a secret)
 #: uvicorn's log levels, which CHATBOT_LOG_LEVEL names.
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+#: Every variable's name is this prefix and its field's name in upper case.
+PREFIX = "CHATBOT_"
 
 
 @dataclass(frozen=True)
@@ -111,67 +135,202 @@ def _default_backends() -> dict[str, BackendConfig]:
     return {"echo": BackendConfig(name="echo", type="echo")}
 
 
+def _public_key(variable: str, raw: str) -> str:
+    return read_public_key_setting(raw)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the server needs to know; build it with :meth:`from_env` or by hand."""
 
-    jwt_secret: Secret | None = None
-    jwt_algorithms: tuple[str, ...] = ("HS256",)
-    jwt_audience: str | None = None
-    jwt_issuer: str | None = None
-    jwt_leeway: float = 30.0
-    jwt_user_claim: str = "sub"
-    #: The identity provider's PEM public key, for public-key algorithms (RS256, ES256...).
-    jwt_public_key: str | None = field(default=None, repr=False)
-    #: Where the identity provider publishes its keys, for public-key algorithms.
-    jwt_jwks_url: str | None = None
-    #: Least seconds between two JWKS requests made because a token named an unknown kid.
-    jwt_jwks_refresh_seconds: float = 60.0
-    database_url: str = "sqlite:///./chatbot.db"
-    data_dir: Path = Path(".chatbot")
-    backends: Mapping[str, BackendConfig] = field(default_factory=_default_backends)
-    default_backend: str = "echo"
-    max_message_chars: int = 32_000
-    max_frame_bytes: int = 1_048_576
-    context_messages: int = 50
-    session_queue_size: int = 4
-    shutdown_grace: float = 10.0
-    system_prompt: str | None = None
-    auto_migrate: bool = True
-    host: str = "127.0.0.1"
-    port: int = 8000
-    log_level: str = "info"
-    #: Browser origins allowed to open the chat socket; empty: same-origin only; "*": any.
-    allowed_origins: tuple[str, ...] = ()
-    #: Largest HTTP request body; a larger one is answered 413 without being read.
-    max_body_bytes: int = 262_144
-    #: Chat messages a user may send per minute, across all their sockets.
-    rate_limit_per_minute: int = 30
-    #: Messages a rate-limited user may still send (each refused) before the socket that
-    #: sends the next one is closed with 4429.
-    flood_tolerance: int = 10
-    max_sockets_per_user: int = 10
-    max_sessions_per_user: int = 1000
-    #: Seconds without a client frame after which a socket is closed (1000, idle timeout).
-    idle_timeout: float = 300.0
-    #: Bytes of frames waiting for a socket that does not read before it is closed (1008).
-    max_pending_bytes: int = 1_048_576
-    #: Seconds one frame may take to reach a client before its connection is dropped (reset:
-    #: a close frame cannot pass what it does not read) and its socket slot freed.
-    send_timeout: float = 30.0
-    #: Serve the chat page at ``/``.
-    web_ui: bool = True
-    #: CSP ``frame-ancestors`` of the chat page: who may put it in a frame.
-    frame_ancestors: str = "'none'"
-    #: Seconds the token in the sign-in link that ``chatbot serve`` and ``chatbot open``
-    #: print stays valid.
-    link_ttl: float = 43_200.0
-    #: OpenID Connect for the chat page: the issuer and the page's (public) client id.
-    oidc_issuer: str | None = None
-    oidc_client_id: str | None = None
-    oidc_scopes: str = "openid profile email"
-    #: Which OIDC token the page sends as its bearer: "access" or "id".
-    oidc_token: str = "access"  # noqa: S105 (a choice of token, not a secret)
+    # setting() returns a dataclasses.field(), as ruff cannot tell (RUF009).
+    jwt_secret: Secret | None = setting(  # noqa: RUF009
+        None,
+        "shared secret that signs and verifies HS* tokens",
+        bound=LongSecret(MIN_SECRET_BYTES),
+        shown_default="generated in `CHATBOT_DATA_DIR`",
+    )
+    jwt_algorithms: tuple[str, ...] = setting(
+        ("HS256",),
+        "allow-list of one family: HS*, or public-key ones (RS*, PS*, ES*, EdDSA); "
+        "`none` is refused",
+        shown_default="`HS256`; `RS256` with `CHATBOT_OIDC_ISSUER`",
+        accepts="comma-separated algorithm names",
+    )
+    jwt_audience: str | None = setting(None, "when set, tokens must carry this `aud`")
+    jwt_issuer: str | None = setting(None, "when set, tokens must carry this `iss`")
+    jwt_leeway: float = setting(
+        30.0,
+        "clock skew allowed on `exp`, `nbf` and `iat`",
+        bound=Between(0, MAX_LEEWAY_SECONDS, " seconds"),
+    )
+    jwt_user_claim: str = setting("sub", "the claim that holds the user id")
+    jwt_public_key: str | None = setting(
+        None,
+        "for public-key tokens (RS*, ES*, EdDSA...): the identity provider's public key",
+        parse=_public_key,
+        accepts="PEM text, or `@/path/to/key.pem`",
+        repr=False,
+    )
+    jwt_jwks_url: str | None = setting(
+        None,
+        "for public-key tokens: where the provider publishes its keys (JWKS); keys by `kid`, "
+        "cached. See [identity providers](identity-providers.md)",
+        bound=Checked(check_jwks_url, "an `https://` URL, or `http://` on loopback"),
+    )
+    jwt_jwks_refresh_seconds: float = setting(
+        60.0,
+        "an unknown `kid` refetches the JWKS at most this often",
+        bound=Between(1, MAX_JWKS_REFRESH_SECONDS, " seconds"),
+    )
+    database_url: str = setting(
+        "sqlite:///./chatbot.db",
+        "where sessions and messages live; `sqlite:////abs/path.db` for an absolute path",
+    )
+    data_dir: Path = setting(Path(".chatbot"), "holds the generated JWT secret")  # noqa: RUF009
+    backends: Mapping[str, BackendConfig] = field(
+        default_factory=_default_backends,
+        metadata=declared(
+            "the TOML file that names the backends, see [backends](backends.md)",
+            variable="CONFIG",
+            shown_default="`./chatbot.toml` when present, else the `echo` backend alone",
+            accepts="a path",
+            by_hand=True,
+        ),
+    )
+    default_backend: str = setting(
+        "echo",
+        "the backend of new sessions, by name",
+        variable="BACKEND",
+        shown_default="the TOML file's `default_backend` (else its first backend), else `echo`",
+        accepts="a configured backend's name",
+        by_hand=True,
+    )
+    max_message_chars: int = setting(
+        32_000, "longest message a client may send, in characters", bound=AtLeast(1)
+    )
+    max_frame_bytes: int = setting(
+        1_048_576,
+        "largest WebSocket frame, in bytes; a larger one closes the socket with `1009`",
+        bound=AtLeast(1),
+    )
+    context_messages: int = setting(
+        50, "how many of a session's newest messages the backend sees", bound=AtLeast(1)
+    )
+    session_queue_size: int = setting(
+        4,
+        "messages that may wait while a session's reply is generated; more get `busy`",
+        bound=AtLeast(1),
+    )
+    shutdown_grace: float = setting(
+        10.0,
+        "seconds the replies in flight get to finish on SIGTERM before they are stored as "
+        "cancelled",
+        bound=Seconds(zero=True),
+    )
+    system_prompt: str | None = setting(
+        None, "system prompt of sessions that set none, on backends whose table sets none"
+    )
+    auto_migrate: bool = setting(
+        True, "apply database migrations on start; else run `chatbot migrate`"
+    )
+    host: str = setting("127.0.0.1", "address `chatbot serve` listens on")
+    port: int = setting(8000, "port `chatbot serve` listens on", bound=Between(1, 65535))
+    log_level: str = setting(
+        "info",
+        "uvicorn's log level under `chatbot serve`",
+        bound=OneOf(LOG_LEVELS, "a log level", ignore_case=True),
+    )
+    allowed_origins: tuple[str, ...] = setting(
+        (),
+        "browser origins allowed to open the chat socket; others are closed with `4403`. "
+        "Clients that send no `Origin` (not browsers) are always allowed. The same origins "
+        "may call the HTTP API from a page (CORS, bearer tokens only, no cookies). See "
+        "[security](security.md#allowed-origins)",
+        bound=Origins(),
+        shown_default="unset: same origin only",
+    )
+    max_body_bytes: int = setting(
+        262_144,
+        "largest HTTP request body, in bytes; a larger one is answered `413` without being read",
+        bound=AtLeast(1),
+    )
+    rate_limit_per_minute: int = setting(
+        30,
+        "chat messages a user may send per minute, all their sockets together; more get "
+        "`rate_limited` with `retry_after`",
+        bound=AtLeast(1),
+    )
+    flood_tolerance: int = setting(
+        10,
+        "messages a rate-limited user may still send (each refused) before the socket sending "
+        "the next is closed with `4429`",
+        bound=AtLeast(0),
+    )
+    max_sockets_per_user: int = setting(
+        10,
+        "chat sockets a user may have open at once; one more is closed with `4429`",
+        bound=AtLeast(1),
+    )
+    max_sessions_per_user: int = setting(
+        1000,
+        "sessions a user may own; one more is `429` over HTTP and `4429` on a socket",
+        bound=AtLeast(1),
+    )
+    idle_timeout: float = setting(
+        300.0,
+        "seconds without a frame from the client after which its socket is closed with "
+        "`1000` `idle timeout`",
+        bound=Seconds(),
+    )
+    max_pending_bytes: int = setting(
+        1_048_576,
+        "frames, in bytes, that may wait for a socket that does not read them before it is "
+        "closed with `1008`",
+        bound=AtLeast(1),
+    )
+    # The connection is reset rather than closed: a close frame cannot pass what the client
+    # does not read.
+    send_timeout: float = setting(
+        30.0,
+        "seconds a client may take nothing of what the server sends before its connection is "
+        "reset and its socket slot freed. See [security](security.md#clients-that-stop-reading)",
+        bound=Seconds(),
+    )
+    web_ui: bool = setting(
+        True,
+        "serve the [chat page](chat-page.md) at `/`; `false` leaves `/` unanswered (`404`)",
+    )
+    frame_ancestors: str = setting(
+        "'none'",
+        "who may show the chat page in a frame: the CSP `frame-ancestors` sources, "
+        "space-separated (`'self' https://intranet.example.com`)",
+    )
+    link_ttl: float = setting(
+        43_200.0,
+        "seconds the token in the sign-in link of `chatbot serve` and `chatbot open` is valid",
+        bound=Seconds(),
+        shown_default="`43200` (12 hours)",
+    )
+    oidc_issuer: str | None = setting(
+        None,
+        "an OpenID provider's issuer: the chat page signs in there, and the server verifies "
+        "tokens with the keys its discovery document names. See [OpenID Connect sign-in]"
+        "(identity-providers.md#openid-connect-sign-in-for-the-chat-page)",
+        bound=Checked(check_issuer, "an `https://` URL, or `http://` on loopback"),
+    )
+    oidc_client_id: str | None = setting(
+        None, "the chat page's client id at that provider: a public client (no secret), with PKCE"
+    )
+    oidc_scopes: str = setting(
+        "openid profile email", "the scopes the page asks for (`openid` is always asked)"
+    )
+    oidc_token: str = setting(
+        "access",
+        "the token the page sends as its bearer: `access` (needs `CHATBOT_JWT_AUDIENCE`) or "
+        "`id` (its audience is the client id)",
+        bound=OneOf(("access", "id"), "a kind of token"),
+    )
 
     def __post_init__(self) -> None:
         self.validate()
@@ -193,92 +352,26 @@ class Settings:
         env = os.environ if environ is None else environ
         from_file = read_env_file(Path(env_file)) if env_file is not None else {}
 
-        def get(name: str) -> str | None:
+        def get(variable: str) -> str | None:
             # An empty variable counts as unset, so it does not hide the .env file's value.
             for source in (env, from_file):
-                value = source.get(f"CHATBOT_{name}")
+                value = source.get(variable)
                 if value:
                     return value
             return None
 
-        def get_number(name: str, kind: type[int] | type[float]) -> Any:
-            raw = get(name)
-            if raw is None:
-                return None
-            try:
-                return kind(raw)
-            except ValueError:
-                raise ConfigError(f"CHATBOT_{name} must be a number, got {raw!r}") from None
-
         values: dict[str, Any] = {}
-        secret = get("JWT_SECRET")
-        if secret is not None:
-            values["jwt_secret"] = Secret(secret)
-        algorithms = get("JWT_ALGORITHMS")
-        if algorithms is not None:
-            values["jwt_algorithms"] = tuple(a.strip() for a in algorithms.split(",") if a.strip())
-        elif get("OIDC_ISSUER") is not None:
+        for variable in variables():
+            raw = get(variable.name)
+            if raw is not None and variable.parse is not None:
+                values[variable.field] = variable.parse(variable.name, raw)
+        if "jwt_algorithms" not in values and "oidc_issuer" in values:
             # What every OpenID provider can sign with (OpenID Connect Core 15.1).
             values["jwt_algorithms"] = ("RS256",)
-        public_key = get("JWT_PUBLIC_KEY")
-        if public_key is not None:
-            values["jwt_public_key"] = read_public_key_setting(public_key)
-        for name in (
-            "JWT_AUDIENCE",
-            "JWT_ISSUER",
-            "JWT_USER_CLAIM",
-            "JWT_JWKS_URL",
-            "DATABASE_URL",
-            "SYSTEM_PROMPT",
-            "HOST",
-            "LOG_LEVEL",
-            "FRAME_ANCESTORS",
-            "OIDC_ISSUER",
-            "OIDC_CLIENT_ID",
-            "OIDC_SCOPES",
-            "OIDC_TOKEN",
-        ):
-            value = get(name)
-            if value is not None:
-                values[name.lower()] = value
-        for name, kind in (
-            ("JWT_LEEWAY", float),
-            ("JWT_JWKS_REFRESH_SECONDS", float),
-            ("MAX_MESSAGE_CHARS", int),
-            ("MAX_FRAME_BYTES", int),
-            ("CONTEXT_MESSAGES", int),
-            ("SESSION_QUEUE_SIZE", int),
-            ("SHUTDOWN_GRACE", float),
-            ("PORT", int),
-            ("MAX_BODY_BYTES", int),
-            ("RATE_LIMIT_PER_MINUTE", int),
-            ("FLOOD_TOLERANCE", int),
-            ("MAX_SOCKETS_PER_USER", int),
-            ("MAX_SESSIONS_PER_USER", int),
-            ("IDLE_TIMEOUT", float),
-            ("MAX_PENDING_BYTES", int),
-            ("SEND_TIMEOUT", float),
-            ("LINK_TTL", float),
-        ):
-            number = get_number(name, kind)
-            if number is not None:
-                values[name.lower()] = number
-        origins = get("ALLOWED_ORIGINS")
-        if origins is not None:
-            values["allowed_origins"] = tuple(o.strip() for o in origins.split(",") if o.strip())
-        data_dir = get("DATA_DIR")
-        if data_dir is not None:
-            values["data_dir"] = Path(data_dir)
-        for name in ("AUTO_MIGRATE", "WEB_UI"):
-            flag = get(name)
-            if flag is not None:
-                if flag.lower() not in ("1", "0", "true", "false", "yes", "no"):
-                    raise ConfigError(f"CHATBOT_{name} must be true or false, got {flag!r}")
-                values[name.lower()] = flag.lower() in ("1", "true", "yes")
 
         if not with_backends:
             return cls(**values)
-        config_path = get("CONFIG")
+        config_path = get(f"{PREFIX}CONFIG")
         if config_path is not None:
             path = Path(config_path)
             if not path.is_file():
@@ -287,13 +380,45 @@ class Settings:
         elif Path("chatbot.toml").is_file():
             values.update(load_backends_file(Path("chatbot.toml")))
 
-        backend = get("BACKEND")
+        backend = get(f"{PREFIX}BACKEND")
         if backend is not None:
             values["default_backend"] = backend
         return cls(**values)
 
     def validate(self) -> None:
         """Refuse settings the server cannot run with safely."""
+        self._validate_algorithms()
+        for variable in variables():
+            value = getattr(self, variable.field)
+            if variable.bound is not None and value is not None:
+                variable.bound.check(variable.name, value)
+        # Cross-field checks. One kind of key only: a secret for HS*, a public key or a JWKS
+        # URL for the others.
+        if self.jwt_public_key is not None and self.jwt_jwks_url is not None:
+            raise ConfigError("set CHATBOT_JWT_PUBLIC_KEY or CHATBOT_JWT_JWKS_URL, not both")
+        if self.uses_hmac and (self.jwt_public_key is not None or self.jwt_jwks_url is not None):
+            raise ConfigError(
+                "CHATBOT_JWT_PUBLIC_KEY and CHATBOT_JWT_JWKS_URL serve public-key algorithms, "
+                "but CHATBOT_JWT_ALGORITHMS allows HMAC (HS*) ones (HS256 is the default); set "
+                "CHATBOT_JWT_ALGORITHMS=RS256 (or ES256...) to use the identity provider's keys"
+            )
+        if not self.uses_hmac and self.jwt_secret is not None:
+            raise ConfigError(
+                "CHATBOT_JWT_SECRET serves HMAC (HS*) algorithms, but CHATBOT_JWT_ALGORITHMS "
+                "allows public-key ones; unset CHATBOT_JWT_SECRET"
+            )
+        if self.jwt_public_key is not None:
+            public_key_algorithms(self.jwt_public_key, self.jwt_algorithms)
+        if (self.oidc_issuer is None) != (self.oidc_client_id is None):
+            raise ConfigError(
+                "set both CHATBOT_OIDC_ISSUER and CHATBOT_OIDC_CLIENT_ID for sign-in with "
+                "OpenID Connect, or neither"
+            )
+        if self.oidc_issuer is not None:
+            self._validate_oidc(self.oidc_issuer)
+        self._validate_backends()
+
+    def _validate_algorithms(self) -> None:
         algorithms = set(self.jwt_algorithms)
         if not algorithms:
             raise ConfigError("CHATBOT_JWT_ALGORITHMS is empty; the default is HS256")
@@ -310,103 +435,8 @@ class Settings:
                 "CHATBOT_JWT_ALGORITHMS mixes HMAC (HS*) and public-key algorithms; "
                 "allow one family only"
             )
-        if self.jwt_secret is not None and len(str(self.jwt_secret).encode()) < MIN_SECRET_BYTES:
-            raise ConfigError(
-                f"CHATBOT_JWT_SECRET is shorter than {MIN_SECRET_BYTES} bytes; "
-                "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(48))'"
-            )
-        if not 0 <= self.jwt_leeway <= MAX_LEEWAY_SECONDS:
-            raise ConfigError(
-                f"CHATBOT_JWT_LEEWAY must be between 0 and {MAX_LEEWAY_SECONDS} seconds"
-            )
-        # One kind of key only: a secret for HS*, a public key or a JWKS URL for the others.
-        if self.jwt_public_key is not None and self.jwt_jwks_url is not None:
-            raise ConfigError("set CHATBOT_JWT_PUBLIC_KEY or CHATBOT_JWT_JWKS_URL, not both")
-        if self.uses_hmac and (self.jwt_public_key is not None or self.jwt_jwks_url is not None):
-            raise ConfigError(
-                "CHATBOT_JWT_PUBLIC_KEY and CHATBOT_JWT_JWKS_URL serve public-key algorithms, "
-                "but CHATBOT_JWT_ALGORITHMS allows HMAC (HS*) ones (HS256 is the default); set "
-                "CHATBOT_JWT_ALGORITHMS=RS256 (or ES256...) to use the identity provider's keys"
-            )
-        if not self.uses_hmac and self.jwt_secret is not None:
-            raise ConfigError(
-                "CHATBOT_JWT_SECRET serves HMAC (HS*) algorithms, but CHATBOT_JWT_ALGORITHMS "
-                "allows public-key ones; unset CHATBOT_JWT_SECRET"
-            )
-        if self.jwt_public_key is not None:
-            public_key_algorithms(self.jwt_public_key, self.jwt_algorithms)
-        if self.jwt_jwks_url is not None:
-            check_jwks_url(self.jwt_jwks_url)
-        if not 1 <= self.jwt_jwks_refresh_seconds <= MAX_JWKS_REFRESH_SECONDS:
-            raise ConfigError(
-                "CHATBOT_JWT_JWKS_REFRESH_SECONDS must be between 1 and "
-                f"{MAX_JWKS_REFRESH_SECONDS} seconds"
-            )
-        for name in (
-            "max_message_chars",
-            "max_frame_bytes",
-            "context_messages",
-            "session_queue_size",
-            "max_body_bytes",
-            "rate_limit_per_minute",
-            "max_sockets_per_user",
-            "max_sessions_per_user",
-            "max_pending_bytes",
-        ):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"CHATBOT_{name.upper()} must be at least 1")
-        if self.flood_tolerance < 0:
-            raise ConfigError("CHATBOT_FLOOD_TOLERANCE must be 0 or more")
-        if not 0 < self.idle_timeout < float("inf"):
-            raise ConfigError("CHATBOT_IDLE_TIMEOUT must be a number of seconds above 0")
-        for origin in self.allowed_origins:
-            if origin != "*" and normalize_origin(origin) is None:
-                raise ConfigError(
-                    f"CHATBOT_ALLOWED_ORIGINS: {origin!r} is not an origin; write "
-                    "scheme://host[:port], e.g. https://chat.example.com, or * for any"
-                )
-        if not 0 < self.send_timeout < float("inf"):
-            raise ConfigError("CHATBOT_SEND_TIMEOUT must be a number of seconds above 0")
-        if not 0 < self.link_ttl < float("inf"):
-            raise ConfigError("CHATBOT_LINK_TTL must be a number of seconds above 0")
-        if (self.oidc_issuer is None) != (self.oidc_client_id is None):
-            raise ConfigError(
-                "set both CHATBOT_OIDC_ISSUER and CHATBOT_OIDC_CLIENT_ID for sign-in with "
-                "OpenID Connect, or neither"
-            )
-        if self.oidc_token not in ("access", "id"):
-            raise ConfigError(
-                f"CHATBOT_OIDC_TOKEN must be 'access' or 'id', got {self.oidc_token!r}"
-            )
-        if self.oidc_issuer is not None:
-            self._validate_oidc(self.oidc_issuer)
-        if self.shutdown_grace < 0:
-            raise ConfigError("CHATBOT_SHUTDOWN_GRACE must be a number of seconds >= 0")
-        if not 0 < self.port < 65536:
-            raise ConfigError("CHATBOT_PORT must be between 1 and 65535")
-        if self.log_level.lower() not in LOG_LEVELS:
-            raise ConfigError(
-                f"CHATBOT_LOG_LEVEL {self.log_level!r} is not a log level; choose one of "
-                + ", ".join(LOG_LEVELS)
-            )
-        if not self.backends:
-            raise ConfigError("no backends are configured; add a [backends.NAME] table")
-        if self.default_backend not in self.backends:
-            raise ConfigError(
-                f"no backend named {self.default_backend!r}; the configured backends are: "
-                + ", ".join(sorted(self.backends))
-            )
-        for config in self.backends.values():
-            for name in config.fallback:
-                if name == config.name or name not in self.backends:
-                    raise ConfigError(
-                        f"[backends.{config.name}]: fallback {name!r} is not another "
-                        "configured backend; the configured backends are: "
-                        + ", ".join(sorted(self.backends))
-                    )
 
     def _validate_oidc(self, issuer: str) -> None:
-        check_issuer(issuer)
         if self.uses_hmac:
             raise ConfigError(
                 "an OpenID provider signs tokens with its own key, but CHATBOT_JWT_ALGORITHMS "
@@ -429,6 +459,23 @@ class Settings:
                 "See docs/identity-providers.md"
             )
 
+    def _validate_backends(self) -> None:
+        if not self.backends:
+            raise ConfigError("no backends are configured; add a [backends.NAME] table")
+        if self.default_backend not in self.backends:
+            raise ConfigError(
+                f"no backend named {self.default_backend!r}; the configured backends are: "
+                + ", ".join(sorted(self.backends))
+            )
+        for config in self.backends.values():
+            for name in config.fallback:
+                if name == config.name or name not in self.backends:
+                    raise ConfigError(
+                        f"[backends.{config.name}]: fallback {name!r} is not another "
+                        "configured backend; the configured backends are: "
+                        + ", ".join(sorted(self.backends))
+                    )
+
     @property
     def uses_hmac(self) -> bool:
         return bool(set(self.jwt_algorithms) & HMAC_ALGORITHMS)
@@ -450,6 +497,45 @@ class Settings:
     @property
     def secret_file(self) -> Path:
         return self.data_dir / SECRET_FILE_NAME
+
+
+@functools.cache
+def variables() -> tuple[Variable, ...]:
+    """Every ``CHATBOT_*`` variable of :class:`Settings`, in the order of its fields."""
+    return declared_variables(Settings, PREFIX)
+
+
+# The documentation's table ------------------------------------------------------------------
+
+#: The lines around the generated table in docs/configuration.md.
+TABLE_START = (
+    "<!-- generated by `python -m chatbot.settings docs/configuration.md`: edit the "
+    "declarations in chatbot/settings.py, not this table -->"
+)
+TABLE_END = "<!-- end of the generated table -->"
+
+
+def markdown_table() -> str:
+    """The table of every ``CHATBOT_*`` variable, as docs/configuration.md shows it."""
+    return declarations.markdown_table(variables())
+
+
+def with_table(text: str) -> str:
+    """``text`` with what lies between its table markers replaced by :func:`markdown_table`."""
+    before, start, rest = text.partition(TABLE_START)
+    _, end, after = rest.partition(TABLE_END)
+    if not start or not end:
+        raise ValueError(f"the text has no {TABLE_START!r} ... {TABLE_END!r} lines")
+    return f"{before}{TABLE_START}\n{markdown_table()}\n{TABLE_END}{after}"
+
+
+def main(argv: Sequence[str]) -> None:
+    """Print the table, or with file names, rewrite the table in each file."""
+    if not argv:
+        print(markdown_table())
+    for name in argv:
+        path = Path(name)
+        path.write_text(with_table(path.read_text(encoding="utf-8")), encoding="utf-8")
 
 
 def read_env_file(path: Path) -> dict[str, str]:
@@ -569,3 +655,7 @@ def _read_secret_file(path: Path) -> str:
             "delete the file to have a new one generated"
         )
     return value
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -19,7 +19,7 @@ import uvicorn
 from websockets.sync.client import connect
 from websockets.typing import Origin, Subprotocol
 
-from chatbot.limits import normalize_origin, origin_allowed
+from chatbot.origins import normalize_origin, origin_allowed
 from chatbot.redact import REDACTED, RedactSecrets, add_redaction, redact
 from tests.conftest import (
     LiveServer,

@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
+import operator
 import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from starlette.datastructures import Secret
 
+from chatbot.declarations import AtLeast, Seconds, Variable, table_row
 from chatbot.echo import EchoBackend
 from chatbot.errors import ConfigError
-from chatbot.settings import BackendConfig, Settings
+from chatbot.settings import (
+    TABLE_END,
+    TABLE_START,
+    BackendConfig,
+    Settings,
+    markdown_table,
+    variables,
+    with_table,
+)
 
 SECRET = "a-secret-that-is-long-enough-for-hs256-0123456789"
 
@@ -344,6 +360,207 @@ def test_without_backends_a_broken_backends_file_is_not_read(scratch_cwd: Path) 
     )
     assert settings.port == 9000
     assert dict(settings.backends) == {"echo": BackendConfig(name="echo", type="echo")}
+
+
+# -- every declared variable ---------------------------------------------------------------
+
+
+def _public_pem() -> str:
+    key = ec.generate_private_key(ec.SECP256R1()).public_key()
+    return key.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo).decode()
+
+
+NAME = operator.attrgetter("name")
+OIDC = {
+    "CHATBOT_OIDC_ISSUER": "https://id.example.com",
+    "CHATBOT_OIDC_CLIENT_ID": "chat-page",
+    "CHATBOT_JWT_AUDIENCE": "chat-api",
+}
+PEM = _public_pem()
+#: For each variable: a value other than the default, the field's value it gives, and the
+#: other variables it needs.
+SAMPLES: dict[str, tuple[str, object, dict[str, str]]] = {
+    "CHATBOT_JWT_SECRET": (SECRET, SECRET, {}),
+    "CHATBOT_JWT_ALGORITHMS": ("HS384,HS512", ("HS384", "HS512"), {}),
+    "CHATBOT_JWT_AUDIENCE": ("chat", "chat", {}),
+    "CHATBOT_JWT_ISSUER": ("https://id.example.com", "https://id.example.com", {}),
+    "CHATBOT_JWT_LEEWAY": ("12.5", 12.5, {}),
+    "CHATBOT_JWT_USER_CLAIM": ("email", "email", {}),
+    "CHATBOT_JWT_PUBLIC_KEY": (PEM, PEM, {"CHATBOT_JWT_ALGORITHMS": "ES256"}),
+    "CHATBOT_JWT_JWKS_URL": (
+        "https://id.example.com/jwks",
+        "https://id.example.com/jwks",
+        {"CHATBOT_JWT_ALGORITHMS": "RS256"},
+    ),
+    "CHATBOT_JWT_JWKS_REFRESH_SECONDS": ("300", 300.0, {}),
+    "CHATBOT_DATABASE_URL": ("sqlite:///elsewhere.db", "sqlite:///elsewhere.db", {}),
+    "CHATBOT_DATA_DIR": ("/srv/chatbot", Path("/srv/chatbot"), {}),
+    "CHATBOT_MAX_MESSAGE_CHARS": ("100", 100, {}),
+    "CHATBOT_MAX_FRAME_BYTES": ("2048", 2048, {}),
+    "CHATBOT_CONTEXT_MESSAGES": ("7", 7, {}),
+    "CHATBOT_SESSION_QUEUE_SIZE": ("1", 1, {}),
+    "CHATBOT_SHUTDOWN_GRACE": ("0", 0.0, {}),
+    "CHATBOT_SYSTEM_PROMPT": ("Answer in French.", "Answer in French.", {}),
+    "CHATBOT_AUTO_MIGRATE": ("false", False, {}),
+    "CHATBOT_HOST": ("0.0.0.0", "0.0.0.0", {}),  # noqa: S104 (a value, not a bind)
+    "CHATBOT_PORT": ("9000", 9000, {}),
+    "CHATBOT_LOG_LEVEL": ("debug", "debug", {}),
+    "CHATBOT_ALLOWED_ORIGINS": ("https://a.example,*", ("https://a.example", "*"), {}),
+    "CHATBOT_MAX_BODY_BYTES": ("1000", 1000, {}),
+    "CHATBOT_RATE_LIMIT_PER_MINUTE": ("5", 5, {}),
+    "CHATBOT_FLOOD_TOLERANCE": ("0", 0, {}),
+    "CHATBOT_MAX_SOCKETS_PER_USER": ("2", 2, {}),
+    "CHATBOT_MAX_SESSIONS_PER_USER": ("3", 3, {}),
+    "CHATBOT_IDLE_TIMEOUT": ("2.5", 2.5, {}),
+    "CHATBOT_MAX_PENDING_BYTES": ("4096", 4096, {}),
+    "CHATBOT_SEND_TIMEOUT": ("1", 1.0, {}),
+    "CHATBOT_WEB_UI": ("no", False, {}),
+    "CHATBOT_FRAME_ANCESTORS": ("'self'", "'self'", {}),
+    "CHATBOT_LINK_TTL": ("600", 600.0, {}),
+    "CHATBOT_OIDC_ISSUER": ("https://id.example.com", "https://id.example.com", OIDC),
+    "CHATBOT_OIDC_CLIENT_ID": ("chat-page", "chat-page", OIDC),
+    "CHATBOT_OIDC_SCOPES": ("openid", "openid", {}),
+    "CHATBOT_OIDC_TOKEN": ("id", "id", {}),
+}
+
+
+def test_every_parsed_variable_has_a_sample() -> None:
+    parsed = {variable.name for variable in variables() if variable.parse is not None}
+    assert parsed == set(SAMPLES)
+    by_hand = {variable.name for variable in variables() if variable.parse is None}
+    assert by_hand == {"CHATBOT_CONFIG", "CHATBOT_BACKEND"}
+
+
+@pytest.mark.parametrize("variable", [v for v in variables() if v.parse is not None], ids=NAME)
+def test_every_declared_variable_is_read(variable: Variable) -> None:
+    raw, expected, needs = SAMPLES[variable.name]
+    assert expected != variable.default
+    value = getattr(from_env(**{**needs, variable.name: raw}), variable.field)
+    assert (str(value) if isinstance(value, Secret) else value) == expected
+
+
+@pytest.mark.parametrize(
+    "variable", [v for v in variables() if isinstance(v.bound, AtLeast)], ids=NAME
+)
+def test_every_whole_number_bound_is_checked(variable: Variable) -> None:
+    assert isinstance(variable.bound, AtLeast)
+    low = variable.bound.low
+    assert getattr(from_env(**{variable.name: str(low)}), variable.field) == low
+    assert config_error(**{variable.name: str(low - 1)}) == (
+        f"{variable.name} must be at least {low}"
+    )
+
+
+@pytest.mark.parametrize(
+    "variable", [v for v in variables() if isinstance(v.bound, Seconds)], ids=NAME
+)
+def test_every_duration_is_checked(variable: Variable) -> None:
+    assert isinstance(variable.bound, Seconds)
+    if variable.bound.zero:
+        assert config_error(**{variable.name: "-0.5"}) == (
+            f"{variable.name} must be a number of seconds >= 0"
+        )
+    else:
+        for raw in ("0", "-1", "inf", "nan"):
+            assert config_error(**{variable.name: raw}) == (
+                f"{variable.name} must be a number of seconds above 0"
+            )
+
+
+def test_a_choice_lists_the_choices() -> None:
+    assert config_error(CHATBOT_OIDC_TOKEN="refresh") == (
+        "CHATBOT_OIDC_TOKEN 'refresh' is not a kind of token; choose one of access, id"
+    )
+
+
+def test_a_flag_that_is_not_one_names_the_variable() -> None:
+    assert config_error(CHATBOT_WEB_UI="maybe") == (
+        "CHATBOT_WEB_UI must be true or false, got 'maybe'"
+    )
+
+
+def test_the_public_key_stays_out_of_repr() -> None:
+    settings = from_env(CHATBOT_JWT_ALGORITHMS="ES256", CHATBOT_JWT_PUBLIC_KEY=PEM)
+    assert settings.jwt_public_key == PEM
+    assert "jwt_public_key" not in repr(settings)
+
+
+# -- the documentation is made of the declarations ------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_configuration_doc_shows_every_variable_as_declared() -> None:
+    doc = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
+    assert with_table(doc) == doc, (
+        "docs/configuration.md differs from the declarations in chatbot/settings.py; "
+        "run: python -m chatbot.settings docs/configuration.md"
+    )
+    for variable in variables():
+        assert f"| `{variable.name}` | {variable.shown_default} |" in doc
+
+
+def test_the_readme_rows_are_the_declarations() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `CHATBOT_")]
+    assert len(rows) >= 5
+    by_name = {variable.name: variable for variable in variables()}
+    for row in rows:
+        name = row.split("`")[1]
+        assert row == table_row(by_name[name], "docs/"), f"regenerate the row of {name}"
+    assert "[docs/configuration.md](docs/configuration.md)" in section
+
+
+def test_the_table_links_to_pages_that_exist() -> None:
+    for variable in variables():
+        for target in re.findall(r"\]\(([^)#]+)", variable.doc):
+            assert (ROOT / "docs" / target).is_file(), f"{variable.name} links to {target}"
+
+
+def test_python_m_chatbot_settings_prints_and_rewrites_the_table(tmp_path: Path) -> None:
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-W", "error", "-m", "chatbot.settings", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+
+    printed = run()
+    assert printed.stdout == markdown_table() + "\n"
+    assert printed.stderr == ""
+    page = tmp_path / "page.md"
+    page.write_text(f"# Title\n\n{TABLE_START}\n| stale |\n{TABLE_END}\n\nAfter.\n")
+    run(str(page))
+    assert (
+        page.read_text() == f"# Title\n\n{TABLE_START}\n{markdown_table()}\n{TABLE_END}\n\nAfter.\n"
+    )
+
+
+# -- imports -----------------------------------------------------------------------------
+
+
+def chatbot_modules_after_importing(module: str) -> set[str]:
+    """The chatbot modules a fresh interpreter holds after importing ``module``."""
+    code = (
+        f"import sys, {module}; print(*sorted(m for m in sys.modules if m.startswith('chatbot')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    return set(result.stdout.split())
+
+
+def test_settings_do_not_import_the_limits() -> None:
+    loaded = chatbot_modules_after_importing("chatbot.settings")
+    assert {"chatbot.limits", "chatbot.middleware"}.isdisjoint(loaded)
+    assert "chatbot.origins" in loaded
+
+
+def test_origins_import_nothing_of_ours() -> None:
+    assert chatbot_modules_after_importing("chatbot.origins") == {"chatbot", "chatbot.origins"}
 
 
 # -- the echo backend's own options ------------------------------------------------------
