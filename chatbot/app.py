@@ -26,6 +26,7 @@ from chatbot.connection import Sockets
 from chatbot.cors import cors_middleware
 from chatbot.errors import AuthError, InvalidRequest, NotFound, TokenMissing
 from chatbot.hub.local import LocalHub
+from chatbot.jwt_secret import with_jwt_secret
 from chatbot.limits import UserLimits
 from chatbot.middleware import BodySizeLimit
 from chatbot.openapi import openapi
@@ -33,7 +34,7 @@ from chatbot.protocol import CLOSE_GOING_AWAY
 from chatbot.registry import BackendRegistry
 from chatbot.runtime import STATE_KEY, Runtime
 from chatbot.serialize import error_response
-from chatbot.settings import Settings, with_jwt_secret
+from chatbot.settings import Settings
 from chatbot.stores import store_for_url
 from chatbot.websocket import chat_endpoint
 

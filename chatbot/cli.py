@@ -30,8 +30,9 @@ def serve(args: argparse.Namespace) -> int:
     """Run the server; a start that cannot succeed raises ``ConfigError`` instead."""
     import uvicorn
 
+    from chatbot.jwt_secret import with_jwt_secret
     from chatbot.redact import add_redaction
-    from chatbot.settings import Settings, with_jwt_secret
+    from chatbot.settings import Settings
     from chatbot.signin import announce, default_user
     from chatbot.startup import bind, check_database
 
@@ -117,7 +118,8 @@ def serve(args: argparse.Namespace) -> int:
 def token(args: argparse.Namespace) -> int:
     """Print a token signed with the server's secret."""
     from chatbot.auth import TokenVerifier
-    from chatbot.settings import Settings, read_jwt_secret
+    from chatbot.jwt_secret import read_jwt_secret
+    from chatbot.settings import Settings
 
     ttl = parse_duration(args.ttl)
     # Without the backends: a token does not depend on them, and a secret is only ever read,
@@ -131,7 +133,8 @@ def open_link(args: argparse.Namespace) -> int:
     """Print a fresh sign-in link to the chat page, and open it with ``--browser``."""
     import webbrowser
 
-    from chatbot.settings import Settings, read_jwt_secret
+    from chatbot.jwt_secret import read_jwt_secret
+    from chatbot.settings import Settings
     from chatbot.signin import announce, default_user
 
     settings = Settings.from_env(with_backends=False)

@@ -6,9 +6,10 @@ from collections.abc import Mapping
 from importlib.metadata import EntryPoint
 from typing import Any
 
+from chatbot.backend_config import BackendConfig
 from chatbot.backends import Backend, discover
 from chatbot.errors import ConfigError, InvalidRequest
-from chatbot.settings import BackendConfig, Settings
+from chatbot.settings import Settings
 
 
 def _load(type_name: str, found: Mapping[str, EntryPoint]) -> type[Backend]:

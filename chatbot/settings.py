@@ -20,11 +20,9 @@ from __future__ import annotations
 
 import functools
 import os
-import secrets
 import sys
-import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +30,7 @@ from dotenv import dotenv_values
 from starlette.datastructures import Secret
 
 from chatbot import declarations
-from chatbot.backends import DEFAULT_FIRST_TOKEN_TIMEOUT, DEFAULT_TOTAL_TIMEOUT
+from chatbot.backend_config import BackendConfig, default_backends, load_backends_file
 from chatbot.declarations import (
     AtLeast,
     Between,
@@ -46,7 +44,7 @@ from chatbot.declarations import (
     declared_variables,
     setting,
 )
-from chatbot.errors import ConfigError, why_not_created
+from chatbot.errors import ConfigError
 from chatbot.jwks import check_jwks_url, public_key_algorithms, read_public_key_setting
 from chatbot.oidc import check_issuer
 
@@ -62,77 +60,6 @@ SECRET_FILE_NAME = "jwt-secret"  # noqa: S105 (a file name, not a secret)
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 #: Every variable's name is this prefix and its field's name in upper case.
 PREFIX = "CHATBOT_"
-
-
-@dataclass(frozen=True)
-class BackendConfig:
-    """One named backend from the TOML file: its entry-point ``type``, the keys the server
-    itself reads (``fallback``, ``system_prompt``, ``context_tokens``) and, in ``options``,
-    everything else, which belongs to the backend class."""
-
-    name: str
-    type: str
-    options: Mapping[str, Any] = field(default_factory=dict)
-    #: Backends that answer, in order, when this one fails before its first token.
-    fallback: tuple[str, ...] = ()
-    #: The system prompt of this backend's sessions that do not set their own.
-    system_prompt: str | None = None
-    #: Approximate token budget of the context sent to this backend (None: no budget).
-    context_tokens: int | None = None
-    #: Seconds until the first text of a reply, and for the whole reply; the server
-    #: enforces both around the backend's stream and reports ``backend_timeout``.
-    first_token_timeout: float = DEFAULT_FIRST_TOKEN_TIMEOUT
-    total_timeout: float = DEFAULT_TOTAL_TIMEOUT
-
-    @classmethod
-    def from_table(cls, name: str, table: Mapping[str, Any], source: str) -> BackendConfig:
-        """Split a ``[backends.NAME]`` table into the server's keys and the backend's."""
-        where = f"{source}: [backends.{name}]"
-        if not isinstance(table.get("type"), str):
-            raise ConfigError(
-                f"{where} needs a type, the backend's entry-point name "
-                "(run `chatbot backends` to list them)"
-            )
-        fallback = table.get("fallback", [])
-        if isinstance(fallback, str):
-            fallback = [fallback]
-        if not isinstance(fallback, list) or not all(isinstance(f, str) for f in fallback):
-            raise ConfigError(f"{where}: fallback must be a list of backend names")
-        system_prompt = table.get("system_prompt")
-        if system_prompt is not None and not isinstance(system_prompt, str):
-            raise ConfigError(f"{where}: system_prompt must be a string")
-        budget = table.get("context_tokens")
-        if budget is not None and (
-            not isinstance(budget, int) or isinstance(budget, bool) or budget < 1
-        ):
-            raise ConfigError(f"{where}: context_tokens must be a whole number above 0")
-        timeouts: dict[str, float] = {}
-        for key, default in (
-            ("first_token_timeout", DEFAULT_FIRST_TOKEN_TIMEOUT),
-            ("total_timeout", DEFAULT_TOTAL_TIMEOUT),
-        ):
-            value = table.get(key, default)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int | float)
-                or not 0 < value < float("inf")
-            ):
-                raise ConfigError(f"{where}: {key} must be a number of seconds > 0")
-            timeouts[key] = float(value)
-        reserved = {"type", "fallback", "system_prompt", "context_tokens", *timeouts}
-        return cls(
-            name=name,
-            type=table["type"],
-            options={k: v for k, v in table.items() if k not in reserved},
-            fallback=tuple(fallback),
-            system_prompt=system_prompt,
-            context_tokens=budget,
-            **timeouts,
-        )
-
-
-def _default_backends() -> dict[str, BackendConfig]:
-    return {"echo": BackendConfig(name="echo", type="echo")}
 
 
 def _public_key(variable: str, raw: str) -> str:
@@ -189,7 +116,7 @@ class Settings:
     )
     data_dir: Path = setting(Path(".chatbot"), "holds the generated JWT secret")  # noqa: RUF009
     backends: Mapping[str, BackendConfig] = field(
-        default_factory=_default_backends,
+        default_factory=default_backends,
         metadata=declared(
             "the TOML file that names the backends, see [backends](backends.md)",
             variable="CONFIG",
@@ -555,106 +482,6 @@ def read_env_file(path: Path) -> dict[str, str]:
         for name, value in values.items()
         if name.startswith("CHATBOT_") and value is not None
     }
-
-
-def load_backends_file(path: Path) -> dict[str, Any]:
-    """Read ``default_backend`` and the ``[backends.NAME]`` tables of a TOML file."""
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"cannot read {path}: {exc}") from None
-    known = {"default_backend", "backends"}
-    extra = set(data) - known
-    if extra:
-        raise ConfigError(
-            f"{path}: unknown top-level key {sorted(extra)[0]!r}; "
-            "expected default_backend and [backends.NAME] tables"
-        )
-    values: dict[str, Any] = {}
-    tables = data.get("backends")
-    if tables is not None:
-        if not isinstance(tables, dict) or not tables:
-            raise ConfigError(f"{path}: [backends] must hold at least one [backends.NAME] table")
-        backends: dict[str, BackendConfig] = {}
-        for name, table in tables.items():
-            if not isinstance(table, dict):
-                raise ConfigError(f"{path}: [backends.{name}] must be a table")
-            backends[name] = BackendConfig.from_table(name, table, str(path))
-        values["backends"] = backends
-        values["default_backend"] = next(iter(backends))
-    default = data.get("default_backend")
-    if default is not None:
-        if not isinstance(default, str):
-            raise ConfigError(f"{path}: default_backend must be a string")
-        values["default_backend"] = default
-    return values
-
-
-def with_jwt_secret(settings: Settings) -> tuple[Settings, str | None]:
-    """Return settings that hold a JWT secret, creating one in the data directory if needed.
-
-    The second item is a line to show the operator when the secret came from (or was just
-    written to) the data directory, ``None`` otherwise. Only HMAC algorithms need a secret.
-    """
-    if settings.jwt_secret is not None or not settings.uses_hmac:
-        return settings, None
-    path = settings.secret_file
-    hint = "get a token with: chatbot token --sub you"
-    if not path.is_file():
-        value = secrets.token_urlsafe(48)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            # O_EXCL: when two processes start at once, one writes and both read its secret.
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except OSError as exc:
-            if not path.is_file():
-                raise ConfigError(
-                    f"cannot write a JWT secret to {path}: {why_not_created(path.parent, exc)}; "
-                    "make CHATBOT_DATA_DIR a writable directory, or set CHATBOT_JWT_SECRET"
-                ) from None
-        else:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(value + "\n")
-            note = f"Generated a JWT secret in {path} (mode 0600); {hint}"
-            return replace(settings, jwt_secret=Secret(value)), note
-    value = _read_secret_file(path)
-    return replace(settings, jwt_secret=Secret(value)), f"Using the JWT secret in {path}; {hint}"
-
-
-def read_jwt_secret(settings: Settings) -> Settings:
-    """Settings that hold the server's JWT secret, for commands that mint tokens beside a
-    server (``chatbot token``, ``chatbot open``, ``chatbot chat``). Unlike
-    :func:`with_jwt_secret` this never creates a secret: one made here would sign tokens
-    that the server, using another, refuses."""
-    if not settings.uses_hmac:
-        raise ConfigError(
-            "tokens are signed with the shared secret (HS*) only; with public-key algorithms "
-            "your identity provider issues the tokens"
-        )
-    if settings.jwt_secret is not None:
-        return settings
-    path = settings.secret_file
-    if not path.is_file():
-        raise ConfigError(
-            f"no JWT secret: CHATBOT_JWT_SECRET is unset and {path.resolve()} does not exist. "
-            "Run this command in the directory where `chatbot serve` runs (it creates that "
-            "file on its first start), or set CHATBOT_DATA_DIR or CHATBOT_JWT_SECRET as the "
-            "server has them"
-        )
-    return replace(settings, jwt_secret=Secret(_read_secret_file(path)))
-
-
-def _read_secret_file(path: Path) -> str:
-    try:
-        value = path.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read the JWT secret in {path}: {exc}") from None
-    if len(value.encode()) < MIN_SECRET_BYTES:
-        raise ConfigError(
-            f"the JWT secret in {path} is shorter than {MIN_SECRET_BYTES} bytes; "
-            "delete the file to have a new one generated"
-        )
-    return value
 
 
 if __name__ == "__main__":

@@ -98,7 +98,8 @@ def credentials_from_env(environ: Mapping[str, str] = os.environ) -> Credentials
     if token:
         return Credentials(fixed=token)
     from chatbot.auth import TokenVerifier
-    from chatbot.settings import Settings, read_jwt_secret
+    from chatbot.jwt_secret import read_jwt_secret
+    from chatbot.settings import Settings
     from chatbot.signin import default_user
 
     settings = Settings.from_env(with_backends=False)
