@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import seed, servers
+from bench.disk import CommitTimes, commit_times
 from bench.servers import CpuPlan, Server
 from bench.tokens import Tokens
 
@@ -53,7 +54,7 @@ FULL = Profile(
     idle_levels=(1_000, 5_000, 10_000),
     hold=3.0,
     handshake_concurrency=10,
-    fsync_commits=200,
+    fsync_commits=500,
 )
 
 QUICK = Profile(
@@ -71,7 +72,7 @@ QUICK = Profile(
     idle_levels=(100, 200, 400),
     hold=0.2,
     handshake_concurrency=5,
-    fsync_commits=30,
+    fsync_commits=50,
 )
 
 
@@ -84,7 +85,7 @@ class Context:
     cpus: CpuPlan
     tokens: Tokens = field(default_factory=Tokens)
     _history: seed.History | None = None
-    _fsync_ms: float | None = None
+    _commit_times: CommitTimes | None = None
     _folders: Iterator[int] = field(default_factory=itertools.count)
 
     def folder(self, name: str) -> Path:
@@ -126,10 +127,8 @@ class Context:
             )
         return self._history
 
-    def fsync_ms(self) -> float:
+    def commit_times(self) -> CommitTimes:
         """The disk's time for one SQLite commit here, measured on first use."""
-        if self._fsync_ms is None:
-            from bench.scenarios.fsync import commit_ms
-
-            self._fsync_ms = commit_ms(self.folder("fsync"), self.profile.fsync_commits)
-        return self._fsync_ms
+        if self._commit_times is None:
+            self._commit_times = commit_times(self.folder("fsync"), self.profile.fsync_commits)
+        return self._commit_times

@@ -50,8 +50,9 @@ class Load:
     #: Streams only: delta frames received, and the times to the first delta (s).
     deltas: int = 0
     first_delta: list[float] = field(default_factory=list)
-    #: CPU seconds the server spent on the round (set by whoever watched the server).
+    #: CPU seconds the server and the client spent on the round (set by whoever watched).
     server_cpu: float = math.nan
+    client_cpu: float = math.nan
 
     @property
     def rate(self) -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -11,13 +12,14 @@ from bench.stats import Load, median
 
 
 def watched(server: Server, load: Callable[[], Awaitable[Load]]) -> Callable[[], Awaitable[Load]]:
-    """``load``, also recording the CPU time ``server`` spent during it."""
+    """``load``, also recording the CPU time ``server`` and this client spent during it."""
 
     async def measure() -> Load:
         server.check_running()
-        before = server.cpu_seconds()
+        before, client_before = server.cpu_seconds(), time.process_time()
         result = await load()
         result.server_cpu = server.cpu_seconds() - before
+        result.client_cpu = time.process_time() - client_before
         server.check_running()
         return result
 
@@ -34,6 +36,9 @@ def summary(load: Load) -> dict[str, Any]:
         "p99_ms": load.ms(0.99),
         "server_cpu_s": load.server_cpu,
         "server_cpu_ms_per_op": load.server_cpu / load.count * 1000 if load.count else math.nan,
+        # Near 1: the client, not the server, was the limit (it has one core).
+        "client_busy": load.client_cpu / load.elapsed if load.elapsed else math.nan,
+        "server_busy": load.server_cpu / load.elapsed if load.elapsed else math.nan,
     }
     if load.first_delta:
         figures.update(
