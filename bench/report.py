@@ -33,10 +33,11 @@ class Row:
             return math.nan
         return self.chatbot / self.bare
 
-    def at_least(self, fraction: float) -> Row:
-        """Target: chatbot >= ``fraction`` x the reference (rates)."""
+    def at_least(self, fraction: float, shown: str | None = None) -> Row:
+        """Target: chatbot >= ``fraction`` x the reference (rates); ``shown``: how to write
+        the fraction, when not as a decimal."""
         ratio = self.ratio
-        self.target = f"ratio >= {fraction:g}"
+        self.target = f"ratio >= {shown or format(fraction, 'g')}"
         self.met = ratio is not None and math.isfinite(ratio) and ratio >= fraction
         return self
 

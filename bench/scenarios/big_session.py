@@ -81,6 +81,6 @@ async def run(ctx: Context) -> Outcome:
             chatbot=big_rate,
             bare=new_rate,
             reference="new session",
-        ).at_least(TARGET),
+        ).at_least(TARGET, "1/1.2"),
     ]
     return Outcome(rows, {"messages": count, **summaries(results)})
