@@ -70,11 +70,14 @@ def machine() -> dict[str, Any]:
                 model = line.split(":", 1)[1].strip()
                 break
     return {
+        # Before this process pins itself to one of them.
         "nproc": len(os.sched_getaffinity(0)),
         "cpu_count": os.cpu_count(),
         "cpu_model": model,
         "python": platform.python_version(),
         "platform": platform.platform(),
+        # Other work on the machine (runnable processes): a high figure makes every rate lower.
+        "load_average": os.getloadavg(),
     }
 
 
@@ -109,6 +112,7 @@ def run(argv: Sequence[str] | None = None) -> tuple[dict[str, Any], list[Row]]:
     args = parse_args(argv)
     names = chosen(args.only)
     profile = QUICK if args.quick else FULL
+    host = machine()
     cpus = CpuPlan.split(pin=not args.no_pin)
     if cpus.client is not None:
         os.sched_setaffinity(0, {cpus.client})
@@ -123,7 +127,7 @@ def run(argv: Sequence[str] | None = None) -> tuple[dict[str, Any], list[Row]]:
         "started_at": started.isoformat(timespec="seconds"),
         "profile": profile.name,
         "commit": commit(),
-        "machine": machine(),
+        "machine": host,
         "cpus": {"client": cpus.client, "server": cpus.server},
         "scenarios": {},
     }
@@ -154,6 +158,7 @@ def run(argv: Sequence[str] | None = None) -> tuple[dict[str, Any], list[Row]]:
     finished = datetime.now(UTC)
     document["finished_at"] = finished.isoformat(timespec="seconds")
     document["seconds"] = round((finished - started).total_seconds(), 1)
+    document["load_average_at_end"] = os.getloadavg()
     table = markdown(rows)
     document["markdown"] = table
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
