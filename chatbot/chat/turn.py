@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from chatbot.backends import Backend, ChatMessage, ChatRequest, Usage
-from chatbot.chat.deadlines import guarded
+from chatbot.chat.deadlines import Deadlines, guarded
 from chatbot.context import trim
 from chatbot.errors import BackendError, DuplicateMessage, InvalidRequest
 from chatbot.hub.base import Delta, Event, Failure, Reply, Started
@@ -249,7 +249,7 @@ class Turn:
         for index, (backend, request) in enumerate(attempts):
             self.backend, self.model = backend.name, request.model
             try:
-                await self._stream(backend, request)
+                await self._attempt(backend, request)
                 return
             except BackendError as exc:
                 # Falling back after text was sent would repeat or contradict it. A session's
@@ -264,17 +264,32 @@ class Turn:
                     backend.name, exc.kind, attempts[index + 1][0].name,
                 )  # fmt: skip
 
-    async def _stream(self, backend: Backend, request: ChatRequest) -> None:
+    async def _attempt(self, backend: Backend, request: ChatRequest) -> None:
+        """Stream one backend's reply within its deadlines."""
+        deadlines = Deadlines(backend)
+        try:
+            await self._stream(backend, request, deadlines)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if deadlines.passed is None or self.cancelled or task is None or task.cancelling() > 1:
+                raise  # a cancel, not a deadline
+            task.uncancel()
+            raise deadlines.error() from None
+        finally:
+            deadlines.disarm()
+
+    async def _stream(self, backend: Backend, request: ChatRequest, deadlines: Deadlines) -> None:
         session_id, reply_to = self.session.id, self.job.client_id
         started = False
-        async for item in guarded(backend, request):
-            if isinstance(item, Usage):
-                self.usage = item
-            elif item:
-                if not started:
-                    started = True
-                    self.publish(Started(session_id, reply_to))
-                self.parts.append(item)
-                self.publish(Delta(session_id, item, reply_to))
-                # Let the sockets' writers run even when chunks arrive all at once.
-                await asyncio.sleep(0)
+        async with contextlib.aclosing(guarded(backend, request, deadlines)) as items:
+            async for item in items:
+                if isinstance(item, Usage):
+                    self.usage = item
+                elif item:
+                    if not started:
+                        started = True
+                        self.publish(Started(session_id, reply_to))
+                    self.parts.append(item)
+                    self.publish(Delta(session_id, item, reply_to))
+                    # Let the sockets' writers run even when chunks arrive all at once.
+                    await asyncio.sleep(0)

@@ -182,13 +182,15 @@ class Database:
 
     async def write(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``work`` in the next group commit; its result once that commit is durable."""
-        result: T = await asyncio.shield(self._thread(self._writer).submit(work))
+        # Not shielded: a caller cancelled while it waits stops waiting, and the write is
+        # still committed with its group (the thread skips a cancelled future).
+        result: T = await self._thread(self._writer).submit(work)
         return result
 
     async def read(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``work`` on the reading connection (wrap several statements in BEGIN/COMMIT
         for one snapshot)."""
-        result: T = await asyncio.shield(self._thread(self._reader).submit(work))
+        result: T = await self._thread(self._reader).submit(work)
         return result
 
     @property
