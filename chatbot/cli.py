@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import copy
 import logging
 import re
 import sys
@@ -31,7 +30,7 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from chatbot.jwt_secret import with_jwt_secret
-    from chatbot.redact import add_redaction
+    from chatbot.redact import server_log_config
     from chatbot.settings import Settings
     from chatbot.signin import announce, default_user
     from chatbot.startup import bind, check_database
@@ -45,11 +44,10 @@ def serve(args: argparse.Namespace) -> int:
     # Bound here rather than by uvicorn, so that a port in use is one line naming the fix.
     sock = bind(host, args.port if args.port is not None else settings.port)
     port = sock.getsockname()[1]
-    log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
-    # chatbot's own records (a failing backend, a shutdown in progress) go where uvicorn's do.
-    log_config["loggers"]["chatbot"] = {"handlers": ["default"], "level": "INFO"}
-    # No token in any log line, uvicorn's request lines included (a refused ?token=...).
-    add_redaction(log_config)
+    # Every record goes where uvicorn's do, through one filter: no token or key in any log
+    # line, whichever logger sends it (a plugin's, an SDK's) and uvicorn's request lines
+    # included (a refused ?token=...).
+    log_config = server_log_config(uvicorn.config.LOGGING_CONFIG)
     common: dict[str, Any] = {
         "host": host,
         "port": port,

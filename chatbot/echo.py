@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator, Mapping
+from math import inf
 from typing import Any, ClassVar
 
-from chatbot.backends import Backend, ChatRequest, Usage
-from chatbot.errors import ConfigError
+from chatbot.backends import Backend, ChatRequest, Options, Usage
 
 _WORDS = re.compile(r"\S+\s*|\s+")
 
@@ -24,15 +24,11 @@ class EchoBackend(Backend):
 
     def __init__(self, name: str, options: Mapping[str, Any]) -> None:
         super().__init__(name, options)
-        unknown = set(options) - {"delay", "model"}
-        if unknown:
-            raise ConfigError(
-                f"[backends.{name}]: the echo backend has no option {sorted(unknown)[0]!r}; "
-                "it takes: delay, model"
-            )
+        read = Options(name, options, kind="echo", known=("delay", "model"))
         delay = options.get("delay", 0.0)
-        if not isinstance(delay, int | float) or isinstance(delay, bool) or delay < 0:
-            raise ConfigError(f"[backends.{name}]: delay must be a number of seconds >= 0")
+        # Options.seconds wants more than 0; no delay at all is this option's default.
+        if isinstance(delay, bool) or not isinstance(delay, int | float) or not 0 <= delay < inf:
+            raise read.fail("delay must be a number of seconds >= 0")
         self.delay = float(delay)
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[str | Usage]:

@@ -9,16 +9,20 @@ record before it is formatted:
 * the value of a query parameter named like a credential (``token``, ``access_token``,
   ``jwt``, ``auth``, ``authorization``...; also percent-encoded, in any case) becomes
   ``[redacted]``;
-* anything shaped like a JWT (``eyJ...``.``...``.``...``), and what follows ``Bearer `` or
-  ``bearer.``, becomes ``[redacted]``, wherever it appears in the message.
+* anything shaped like a JWT (``eyJ...``.``...``.``...``), what follows ``Bearer `` or
+  ``bearer.``, and a vendor's API key (``sk-...``: OpenAI's ``sk-proj-...``, Anthropic's
+  ``sk-ant-...``) becomes ``[redacted]``, wherever it appears in the message, its arguments
+  or an exception's text.
 
-``chatbot serve`` installs it on uvicorn's handlers (see :func:`add_redaction`). Under
-``uvicorn --factory chatbot.app:create_app``, pass ``--log-config`` a file that does the
-same (docs/security.md shows one).
+``chatbot serve`` routes every logger, the root included, to uvicorn's handlers and installs
+the filter on them (:func:`server_log_config`): a plugin's own logger, an SDK's or its HTTP
+client's pass it too. Under ``uvicorn --factory chatbot.app:create_app`` or when the app is
+embedded, configure logging the same way (docs/security.md shows a configuration).
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import re
 from collections.abc import Mapping
@@ -51,6 +55,8 @@ _QUERY = re.compile(r"\?[^\s\"'<>]*")
 # A JWS or JWE in compact form: its header is base64url JSON, so it starts with "eyJ".
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_.-]*")
 _BEARER = re.compile(r"(?i)\b(bearer[ .])[^\s\"',;]+")
+# A vendor's API key: "sk-" then a letter or digit and at least 7 more key characters.
+_API_KEY = re.compile(r"(?<![\w-])sk-[A-Za-z0-9][\w-]{7,}")
 _SEPARATORS = re.compile(r"([&;])")
 # A credential parameter outside a "?..." query, e.g. in a logged ASGI scope's query_string.
 _PARAMETER = re.compile(
@@ -71,6 +77,7 @@ def redact(text: str) -> str:
     """``text`` with credentials replaced by ``[redacted]``."""
     text = _BEARER.sub(lambda m: m.group(1) + REDACTED, text)
     text = _JWT.sub(REDACTED, text)
+    text = _API_KEY.sub(REDACTED, text)
     text = _QUERY.sub(_redact_query, text)
     return _PARAMETER.sub(lambda m: f"{m.group(1)}={REDACTED}", text)
 
@@ -133,3 +140,18 @@ def add_redaction(log_config: dict[str, Any]) -> dict[str, Any]:
             if name not in filters:
                 filters.append(name)
     return log_config
+
+
+def server_log_config(base: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of uvicorn's ``log_config`` ``base`` through which every record passes the
+    filters once: the root logger writes to its ``default`` handler, so a plugin's own
+    logger, an SDK's and asyncio's are redacted as uvicorn's and chatbot's are.
+
+    uvicorn's loggers keep their handlers and do not propagate, so their lines are not
+    repeated. The root is at WARNING (an HTTP client's line per request stays out);
+    ``chatbot`` and its plugins (``chatbot.backends.<type>``) log from INFO.
+    """
+    config = copy.deepcopy(dict(base))
+    config.setdefault("loggers", {})["chatbot"] = {"level": "INFO"}
+    config["root"] = {"handlers": ["default"], "level": "WARNING"}
+    return add_redaction(config)

@@ -6,17 +6,18 @@ import asyncio
 import json
 import logging
 import socket
-import time
 from collections.abc import AsyncGenerator, Iterator, Sequence
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
 from chatbot_anthropic import AnthropicBackend
+from websockets.sync.client import connect
 
 from chatbot.backends import ChatMessage, ChatRequest, Usage, discover
 from chatbot.errors import BackendError, ConfigError
 from chatbot.settings import BackendConfig
-from tests.conftest import LiveServer, ServerFactory, make_token, recv_json
+from tests.conftest import LiveServer, ServerFactory, bearer, make_token, recv_json
 from tests.fakes.anthropic_server import (
     FakeAnthropic,
     MidStreamDrop,
@@ -25,10 +26,12 @@ from tests.fakes.anthropic_server import (
     Scripted,
     Stall,
     StatusError,
+    UsageIn,
     overloaded,
     rate_limited,
     server_error,
 )
+from tests.processes import ServeProcess
 
 KEY = "sk-ant-test-key-0123456789-do-not-leak"
 Item = str | Usage
@@ -106,6 +109,16 @@ def test_chunks_in_order_then_usage(fake: FakeAnthropic, upstream: LiveServer) -
     assert error is None
     assert items == ["Hel", "lo", ", ", "world", Usage(input_tokens=17, output_tokens=5)]
     assert fake.last.finished and not fake.last.aborted
+
+
+@pytest.mark.parametrize("usage_in", ["message_start", "both", "message_delta"])
+def test_usage_wherever_the_input_tokens_are_told(
+    fake: FakeAnthropic, upstream: LiveServer, usage_in: UsageIn
+) -> None:
+    fake.script(Reply(["Hi"], input_tokens=23, output_tokens=7, usage_in=usage_in))
+    items, error = run(backend_for(upstream), ask("hi"))
+    assert error is None
+    assert items == ["Hi", Usage(input_tokens=23, output_tokens=7)]
 
 
 def test_request_body_and_headers(
@@ -188,13 +201,14 @@ def test_empty_custom_key_variable_is_missing(monkeypatch: pytest.MonkeyPatch) -
         ({}, "needs a model"),
         ({"model": ""}, "model must be a non-empty string"),
         ({"model": "m", "temprature": 0.5}, "no option 'temprature'; it takes: model, models,"),
-        ({"model": "m", "temperature": 1.5}, "temperature must be a number between 0 and 1"),
+        ({"model": "m", "temperature": 1.5}, "temperature must be a number from 0 to 1"),
         ({"model": "m", "temperature": True}, "temperature must be a number"),
         ({"model": "m", "max_tokens": 0}, "max_tokens must be a whole number >= 1"),
         ({"model": "m", "max_tokens": 10.5}, "max_tokens must be a whole number"),
         ({"model": "m", "max_retries": -1}, "max_retries must be a whole number >= 0"),
-        ({"model": "m", "first_token_timeout": 0}, "first_token_timeout must be a number"),
-        ({"model": "m", "total_timeout": "10"}, "total_timeout must be a number"),
+        # The server's keys: it strips them from the table before the backend sees it.
+        ({"model": "m", "first_token_timeout": 5}, "no option 'first_token_timeout'"),
+        ({"model": "m", "total_timeout": 10}, "no option 'total_timeout'"),
         ({"model": "m", "connect_timeout": -1}, "connect_timeout must be a number"),
         ({"model": "m", "models": []}, "models must be a non-empty list"),
         ({"model": "m", "models": "m"}, "models must be a non-empty list"),
@@ -262,6 +276,9 @@ def test_wrong_key_says_which_variable_to_check(
     assert "401" in error.message and "ANTHROPIC_API_KEY" in error.message
     assert len(fake.requests) == 1
     assert KEY not in caplog.text
+    # The operator's record is under chatbot.backends, where `chatbot serve` logs it.
+    [record] = [r for r in caplog.records if "answered HTTP 401" in r.getMessage()]
+    assert record.name == "chatbot.backends.anthropic"
 
 
 def test_permission_denied_and_bad_request(fake: FakeAnthropic, upstream: LiveServer) -> None:
@@ -286,24 +303,61 @@ def test_unreachable_api_is_unavailable() -> None:
     assert (error.kind, error.retryable) == ("backend_unavailable", True)
 
 
-def test_stall_before_the_first_byte_times_out(fake: FakeAnthropic, upstream: LiveServer) -> None:
+def claude_server(start_server: ServerFactory, upstream: LiveServer, **config: Any) -> LiveServer:
+    """A chat server whose default backend ``claude`` is the plugin, talking to ``upstream``;
+    ``config`` sets the server's keys of the table (``first_token_timeout``...)."""
+    options = {"model": "claude-test", "base_url": upstream.url, "max_retries": 0}
+    settings = start_server.settings(
+        backends={"claude": BackendConfig("claude", "anthropic", options, **config)},
+        default_backend="claude",
+    )
+    return start_server(settings)
+
+
+def ask_server(server: LiveServer) -> tuple[list[str], dict[str, Any], str]:
+    """Send one streamed message; the deltas, the final frame and the session id."""
+    with server.ws(make_token("alice")) as ws:
+        session_id = recv_json(ws)["session_id"]
+        ws.send(json.dumps({"message": "hi", "id": "t", "stream": True}))
+        deltas: list[str] = []
+        frame = recv_json(ws)
+        while frame.get("type") == "delta":
+            deltas.append(frame["delta"])
+            frame = recv_json(ws)
+    return deltas, frame, session_id
+
+
+def test_stall_before_the_first_byte_times_out(
+    start_server: ServerFactory, fake: FakeAnthropic, upstream: LiveServer
+) -> None:
     fake.script(Stall(seconds=30))
-    started = time.monotonic()
-    error = fail(backend_for(upstream, first_token_timeout=0.5))
-    assert time.monotonic() - started < 5
-    assert (error.kind, error.retryable) == ("backend_timeout", True)
-    assert "first_token_timeout" in error.message
+    server = claude_server(start_server, upstream, first_token_timeout=0.5)
+    deltas, frame, _ = ask_server(server)
+    assert deltas == []
+    assert frame["error"] == {
+        "code": "backend_timeout",
+        "message": "the backend 'claude' sent no text within 0.5 s (first_token_timeout)",
+        "retryable": True,
+    }
+    # The server closed the plugin's stream, and that aborted the upstream request.
     assert fake.wait_until(lambda: fake.last.aborted), "the stalled request was not aborted"
 
 
-def test_the_whole_reply_is_bounded(fake: FakeAnthropic, upstream: LiveServer) -> None:
-    fake.script(Reply(["tick "] * 50, delay=0.1))
-    items, error = run(backend_for(upstream, total_timeout=0.6), ask("hi"))
-    assert error is not None
-    assert (error.kind, error.retryable) == ("backend_timeout", True)
-    assert "total_timeout" in error.message
-    assert 1 <= len(texts(items)) < 50
+def test_the_whole_reply_is_bounded(
+    start_server: ServerFactory, fake: FakeAnthropic, upstream: LiveServer
+) -> None:
+    fake.script(Reply(["tick "] * 100, delay=0.1))
+    server = claude_server(start_server, upstream, total_timeout=1)
+    deltas, frame, session_id = ask_server(server)
+    assert frame["error"]["code"] == "backend_timeout"
+    assert frame["error"]["message"].startswith(
+        "the reply took longer than 1 s (total_timeout of the backend 'claude')"
+    )
+    assert 1 <= len(deltas) < 100
     assert fake.wait_until(lambda: fake.last.aborted)
+    with server.http(make_token("alice")) as http:
+        stored = http.get(f"/api/sessions/{session_id}/messages").json()["messages"]
+    assert (stored[-1]["status"], stored[-1]["content"]) == ("error", "".join(deltas))
 
 
 # --- failures in the middle of the stream -----------------------------------------------
@@ -423,7 +477,10 @@ def test_the_key_never_appears_in_errors_or_logs(
 def test_websocket_reply_comes_from_anthropic(
     start_server: ServerFactory, fake: FakeAnthropic, upstream: LiveServer
 ) -> None:
-    fake.script(Reply(["Hi", " there", "!"], input_tokens=9, output_tokens=3))
+    # The input tokens told only at the end, as the LiteLLM proxy does: they are stored.
+    fake.script(
+        Reply(["Hi", " there", "!"], input_tokens=9, output_tokens=3, usage_in="message_delta")
+    )
     options = {"model": "claude-test", "base_url": upstream.url, "max_retries": 0}
     settings = start_server.settings(
         backends={"claude": BackendConfig("claude", "anthropic", options)},
@@ -440,7 +497,9 @@ def test_websocket_reply_comes_from_anthropic(
     assert sent.body["messages"] == [{"role": "user", "content": "Hello Claude"}]
     assert sent.body["system"] == "Answer briefly."
     with server.http(make_token("alice")) as http:
+        stored = http.get(f"/api/sessions/{session_id}/messages").json()["messages"]
         listed = http.get("/api/backends").json()
+    assert stored[-1]["usage"] == {"input_tokens": 9, "output_tokens": 3}
     assert listed["backends"] == [
         {
             "name": "claude",
@@ -450,3 +509,42 @@ def test_websocket_reply_comes_from_anthropic(
             "models": ["claude-test"],
         }
     ]
+
+
+def test_credentials_in_anthropics_error_text_are_redacted_in_the_server_log(
+    fake: FakeAnthropic, upstream: LiveServer, tmp_path: Path
+) -> None:
+    # The upstream's error message goes to the operator's log; a proxy in front of the API
+    # may quote a token or a header in it.
+    leaked = make_token("quoted-by-the-upstream")
+    fake.script(
+        StatusError(400, "invalid_request_error", f"bad token {leaked}; Authorization: Bearer xyz")
+    )
+    config = tmp_path / "chatbot.toml"
+    config.write_text(
+        f"""
+default_backend = "claude"
+
+[backends.claude]
+type = "anthropic"
+model = "claude-test"
+base_url = "{upstream.url}"
+max_retries = 0
+""",
+        encoding="utf-8",
+    )
+    with ServeProcess(tmp_path, ANTHROPIC_API_KEY=KEY, CHATBOT_CONFIG=str(config)) as server:
+        with connect(server.ws_url, additional_headers=bearer(make_token("alice"))) as ws:
+            recv_json(ws)
+            ws.send(json.dumps({"message": "hi"}))
+            frame = recv_json(ws)
+        output = server.stop()
+    assert frame["type"] == "error"
+    assert "400 invalid_request_error" in frame["error"]["message"]
+    # The line is in the log, with the credentials redacted.
+    assert "Anthropic answered HTTP 400 invalid_request_error" in output
+    assert "bad token [redacted]; Authorization: Bearer [redacted]" in output
+    _, payload, signature = leaked.split(".")
+    assert payload not in output and signature not in output
+    assert "Bearer xyz" not in output
+    assert KEY not in output

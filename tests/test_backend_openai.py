@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,8 +18,8 @@ from chatbot_openai.options import PLACEHOLDER_KEY
 from chatbot.backends import ChatMessage, ChatRequest, Usage, discover
 from chatbot.errors import BackendError, ConfigError
 from chatbot.settings import BackendConfig
-from tests.conftest import LiveServer, ServerFactory, make_token, recv_json
-from tests.fakes.openai_server import FakeOpenAI, RecordedRequest
+from tests.conftest import LiveServer, ServerFactory, make_token, recv_json, wait_for
+from tests.fakes.openai_server import Failure, FakeOpenAI, RecordedRequest, Reply
 
 KEY = "sk-test-0123456789abcdefSECRET"
 KEY_ENV = "CHATBOT_TEST_OPENAI_KEY"
@@ -108,14 +107,6 @@ def run(
         return outcome
 
     return asyncio.run(main())
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("the condition did not hold in time")
-        time.sleep(0.02)
 
 
 def only_request(fake: FakeOpenAI) -> RecordedRequest:
@@ -254,16 +245,17 @@ def test_an_unknown_option_lists_the_valid_ones(key: str) -> None:
     assert "'temprature'" in message
     for name in ("model", "models", "base_url", "api_key_env", "system_prompt", "temperature"):
         assert name in message
-    for name in ("max_tokens", "connect_timeout", "first_token_timeout", "total_timeout"):
+    for name in ("max_tokens", "connect_timeout", "max_retries"):
         assert name in message
-    assert "max_retries" in message
+    # The server's keys: it strips them from the table, and the plugin does not take them.
+    assert "first_token_timeout" not in message and "total_timeout" not in message
 
 
 @pytest.mark.parametrize(
     ("option", "value", "complaint"),
     [
-        ("model", None, "model is required"),
-        ("model", 3, "model is required"),
+        ("model", None, "needs a model"),
+        ("model", 3, "model must be a non-empty string"),
         ("models", "gpt-4o", "models must be"),
         ("models", [], "models must be"),
         ("base_url", "localhost:11434", "base_url must be"),
@@ -274,9 +266,8 @@ def test_an_unknown_option_lists_the_valid_ones(key: str) -> None:
         ("max_tokens", 0, "max_tokens must be"),
         ("max_tokens", 1.5, "max_tokens must be"),
         ("connect_timeout", 0, "connect_timeout must be"),
-        ("first_token_timeout", "60", "first_token_timeout must be"),
-        ("total_timeout", -1, "total_timeout must be"),
         ("max_retries", -1, "max_retries must be"),
+        ("first_token_timeout", 60, "no option 'first_token_timeout'"),
     ],
 )
 def test_bad_option_values_say_what_to_fix(
@@ -360,6 +351,90 @@ def test_an_unknown_model_is_not_retryable(fake: FakeOpenAI, key: str) -> None:
     assert "gpt-nope" in error.message
 
 
+@pytest.mark.parametrize(
+    ("status", "type_", "code", "label"),
+    [
+        # OpenAI: a type and a string code.
+        (400, "invalid_request_error", "context_length_exceeded",
+         "HTTP 400, type invalid_request_error, code context_length_exceeded"),
+        # A digit string (LiteLLM) or a number (vLLM) that is not the status says more.
+        (400, "invalid_request_error", "1301", "HTTP 400, type invalid_request_error, code 1301"),
+        (422, None, 1301, "HTTP 422, code 1301"),
+        # The status again says nothing new; the type still does.
+        (400, "BadRequestError", 400, "HTTP 400, type BadRequestError)"),
+        (400, "invalid_request_error", "400", "HTTP 400, type invalid_request_error)"),
+        # Ollama: a type and a null code.
+        (400, "api_error", None, "HTTP 400, type api_error)"),
+        # Free text is not an identifier, and is not repeated.
+        (400, "the request was bad", "no good", "(HTTP 400)"),
+    ],
+)  # fmt: skip
+def test_the_error_type_and_code_are_named_in_any_form(
+    fake: FakeOpenAI, key: str, status: int, type_: str | None, code: str | int | None, label: str
+) -> None:
+    fake.push(Failure(status, "the upstream's own words", type_, code))
+    error = run(options(fake)).backend_error()
+    assert (error.kind, error.retryable) == ("backend_error", False)
+    assert label in error.message
+    assert "own words" not in error.message
+
+
+@pytest.mark.parametrize(
+    ("type_", "code"),
+    [("insufficient_quota", "insufficient_quota"), ("insufficient_quota", "429"),
+     ("insufficient_quota", None), ("requests", "insufficient_quota")],
+)  # fmt: skip
+def test_no_quota_left_is_not_retryable_whichever_field_says_it(
+    fake: FakeOpenAI, key: str, type_: str, code: str | None
+) -> None:
+    fake.push(Failure(429, "You exceeded your current quota", type_, code))
+    error = run(options(fake)).backend_error()
+    assert (error.kind, error.retryable) == ("backend_unavailable", False)
+    assert "no quota left" in error.message
+    assert "check its plan and billing" in error.message
+
+
+def test_an_error_event_mid_reply_names_its_type_and_code(fake: FakeOpenAI, key: str) -> None:
+    fake.reply(["one "], error=Failure(500, "The model crashed", "server_error", 500))
+    outcome = run(options(fake))
+    assert outcome.items == ["one "]
+    error = outcome.backend_error()
+    assert (error.kind, error.retryable) == ("backend_error", False)
+    assert error.message == (
+        "backend 'gpt': the server at "
+        f"{fake.base_url.split('/')[2]} reported an error during the reply "
+        "(type server_error, code 500)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("script", "said"),
+    [
+        (Reply(("a whole reply",), whole=True), "answered with application/json instead of"),
+        (Failure(200, "streaming is off", "invalid_request_error", "400"),
+         "answered with an error (type invalid_request_error, code 400) instead of"),
+    ],
+)  # fmt: skip
+def test_json_instead_of_a_stream_is_final(
+    start_server: ServerFactory, fake: FakeOpenAI, key: str, script: Reply | Failure, said: str
+) -> None:
+    # A server that does not stream answers every try the same way: retrying cannot help,
+    # and the operator has to change the configuration.
+    fake.push(script)
+    server = openai_server(start_server, fake)
+    with server.ws(make_token("alice")) as ws:
+        recv_json(ws)
+        ws.send(json.dumps({"message": "hi", "id": "j"}))
+        frame = recv_json(ws)
+    assert frame["type"] == "error", frame
+    assert (frame["error"]["code"], frame["error"]["retryable"]) == ("backend_error", False)
+    message = frame["error"]["message"]
+    assert said in message
+    assert message.endswith('a stream of events ("stream": true); check base_url')
+    assert "a whole reply" not in message and "streaming is off" not in message
+    assert len(fake.requests) == 1
+
+
 def test_nothing_listening_is_retryable_unavailable(key: str) -> None:
     closed = LiveServer(FakeOpenAI().app)  # bound, never started: the port refuses
     port = closed.port
@@ -375,36 +450,64 @@ def test_nothing_listening_is_retryable_unavailable(key: str) -> None:
     assert f"127.0.0.1:{port}" in error.message
 
 
-# -- timeouts ----------------------------------------------------------------------------
+# -- timeouts: the server's deadlines close the plugin's stream ---------------------------
 
 
-def test_a_stall_before_the_first_byte_times_out(fake: FakeOpenAI, key: str) -> None:
-    fake.stall(5)
-    started = time.monotonic()
-    error = run(options(fake, first_token_timeout=0.5, max_retries=2)).backend_error()
-    assert time.monotonic() - started < 3
-    assert (error.kind, error.retryable) == ("backend_timeout", True)
-    assert "0.5 seconds" in error.message
-    # The timeout closed the request: the fake saw the client go away.
+def ask(server: LiveServer, *, stream: bool = False) -> tuple[list[str], dict[str, Any], str]:
+    """Send one message; the deltas before the final frame, that frame, the session id."""
+    with server.ws(make_token("alice")) as ws:
+        session_id = recv_json(ws)["session_id"]
+        ws.send(json.dumps({"message": "hi", "id": "t", "stream": stream}))
+        deltas: list[str] = []
+        frame = recv_json(ws)
+        while frame.get("type") == "delta":
+            deltas.append(frame["delta"])
+            frame = recv_json(ws)
+    return deltas, frame, session_id
+
+
+def test_a_stall_before_the_first_byte_times_out_and_aborts_the_request(
+    start_server: ServerFactory, fake: FakeOpenAI, key: str
+) -> None:
+    fake.stall(30)
+    server = openai_server(start_server, fake, max_retries=2, first_token_timeout=0.5)
+    _, frame, _ = ask(server)
+    assert frame["error"] == {
+        "code": "backend_timeout",
+        "message": "the backend 'gpt' sent no text within 0.5 s (first_token_timeout)",
+        "retryable": True,
+    }
+    # Closing the plugin's stream closed the request: the fake saw the client go away.
     assert only_request(fake).wait_finished() == "aborted"
 
 
-def test_headers_without_text_count_as_no_first_token(fake: FakeOpenAI, key: str) -> None:
-    fake.reply(["too late"], first_delay=5)
-    error = run(options(fake, first_token_timeout=0.5)).backend_error()
-    assert error.kind == "backend_timeout"
+def test_headers_without_text_count_as_no_first_token(
+    start_server: ServerFactory, fake: FakeOpenAI, key: str
+) -> None:
+    fake.reply(["too late"], first_delay=30)
+    server = openai_server(start_server, fake, first_token_timeout=0.5)
+    _, frame, _ = ask(server)
+    assert frame["error"]["code"] == "backend_timeout"
+    assert "first_token_timeout" in frame["error"]["message"]
     assert only_request(fake).wait_finished() == "aborted"
 
 
-def test_the_total_timeout_bounds_a_slow_reply(fake: FakeOpenAI, key: str) -> None:
-    fake.reply([f"w{i} " for i in range(40)], delay=0.1)
-    outcome = run(options(fake, first_token_timeout=5, total_timeout=1))
-    error = outcome.backend_error()
-    assert (error.kind, error.retryable) == ("backend_timeout", True)
-    assert "1 seconds" in error.message
-    assert 3 <= len(outcome.text) < 40
-    assert outcome.text == [f"w{i} " for i in range(len(outcome.text))]
+def test_the_total_timeout_bounds_a_slow_reply(
+    start_server: ServerFactory, fake: FakeOpenAI, key: str
+) -> None:
+    fake.reply([f"w{i} " for i in range(100)], delay=0.1)
+    server = openai_server(start_server, fake, first_token_timeout=5, total_timeout=1)
+    deltas, frame, session_id = ask(server, stream=True)
+    assert frame["error"]["code"] == "backend_timeout"
+    assert frame["error"]["message"].startswith(
+        "the reply took longer than 1 s (total_timeout of the backend 'gpt')"
+    )
+    assert 1 <= len(deltas) < 100
+    assert deltas == [f"w{i} " for i in range(len(deltas))]
     assert only_request(fake).wait_finished() == "aborted"
+    with server.http(make_token("alice")) as http:
+        stored = http.get(f"/api/sessions/{session_id}/messages").json()["messages"]
+    assert (stored[-1]["status"], stored[-1]["content"]) == ("error", "".join(deltas))
 
 
 # -- broken and cancelled streams --------------------------------------------------------
@@ -497,8 +600,22 @@ def test_cancelling_the_task_aborts_the_upstream_request(fake: FakeOpenAI, key: 
 # -- end to end --------------------------------------------------------------------------
 
 
-def openai_server(start_server: ServerFactory, fake: FakeOpenAI) -> LiveServer:
-    config = BackendConfig("gpt", "openai", options(fake))
+def openai_server(
+    start_server: ServerFactory,
+    fake: FakeOpenAI,
+    *,
+    first_token_timeout: float = 60,
+    total_timeout: float = 600,
+    **extra: Any,
+) -> LiveServer:
+    """A chat server whose default backend ``gpt`` is the plugin, talking to ``fake``."""
+    config = BackendConfig(
+        "gpt",
+        "openai",
+        options(fake, **extra),
+        first_token_timeout=first_token_timeout,
+        total_timeout=total_timeout,
+    )
     settings = start_server.settings(backends={"gpt": config}, default_backend="gpt")
     return start_server(settings)
 
@@ -553,7 +670,7 @@ def test_a_cancel_on_the_socket_aborts_the_upstream_request(
             frame = recv_json(ws)
         assert (frame["type"], frame["status"], frame["reply_to"]) == ("message", "cancelled", "c1")
         sent = fake.wait_for_requests(1)[0]
-        wait_for(lambda: sent.finished.is_set(), timeout=5)
+        wait_for(sent.finished.is_set, "the upstream request to end")
     assert sent.outcome == "aborted"
     assert sent.chunks_sent < 50
 

@@ -22,6 +22,13 @@ SLOW = tuple(f"w{n} " for n in range(40))
 REFUSED = "http://127.0.0.1:9"  # the discard port: nothing listens there
 
 
+def impatient(backend: Backend) -> Backend:
+    """``backend`` with a 0.3 s ``total_timeout``, set on the instance as the server does
+    from the table; a vendor plugin gives it to its SDK client as the request's timeout."""
+    backend.total_timeout = 0.3
+    return backend
+
+
 @pytest.fixture(autouse=True)
 def keys(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
@@ -82,7 +89,7 @@ class TestOpenAIConformance(BackendConformance):
         wrong_key = openai_server.FakeOpenAI(api_key="sk-another-key-entirely")
         return {
             "backend_unavailable": self.make(REFUSED + "/v1"),
-            "backend_timeout": self.make(started(stalled.app).url + "/v1", first_token_timeout=0.3),
+            "backend_timeout": impatient(self.make(started(stalled.app).url + "/v1")),
             "backend_error": self.make(started(wrong_key.app).url + "/v1"),
         }
 
@@ -127,6 +134,6 @@ class TestAnthropicConformance(BackendConformance):
         wrong_key = anthropic_server.FakeAnthropic(api_key="sk-another-key-entirely")
         return {
             "backend_unavailable": self.make(REFUSED),
-            "backend_timeout": self.make(started(stalled.app()).url, first_token_timeout=0.3),
+            "backend_timeout": impatient(self.make(started(stalled.app()).url)),
             "backend_error": self.make(started(wrong_key.app()).url),
         }

@@ -286,14 +286,25 @@ def test_backend_failure_is_an_error_frame_and_the_session_goes_on(flaky: LiveSe
 def test_unexpected_backend_exception_leaks_nothing(
     flaky: LiveServer, caplog: pytest.LogCaptureFixture
 ) -> None:
+    from chatbot.redact import RedactSecrets
+
+    # The log as its reader sees it: through the filter that `chatbot serve` puts on the
+    # handler every record reaches.
+    caplog.handler.addFilter(RedactSecrets())
     with flaky.ws(ALICE) as ws:
         recv_json(ws)
         ws.send(json.dumps({"message": "crash"}))
         error = recv_json(ws)
         assert error["error"]["code"] == "backend_error"
         assert "sk-do-not-leak" not in json.dumps(error)
+        assert "Traceback" not in json.dumps(error)
         ws.send(json.dumps({"message": "after"}))
         assert recv_json(ws)["message"].startswith("partial answer to after")
+    # The operator learns what failed, with its traceback, and not the secret in it.
+    [record] = [r for r in caplog.records if r.getMessage() == "backend 'flaky' failed"]
+    assert record.levelname == "ERROR"
+    assert "ValueError: an unexpected bug with a secret [redacted]" in caplog.text
+    assert "sk-do-not-leak" not in caplog.text
 
 
 def test_restart_keeps_history(start_server: ServerFactory) -> None:

@@ -11,6 +11,12 @@ format (``event: <type>`` and ``data: <json>`` pairs)::
     message_delta        {"delta": {"stop_reason": "end_turn", ...}, "usage": {"output_tokens": N}}
     message_stop
 
+The usage of ``message_delta`` is cumulative (the SDK's ``MessageDeltaUsage``); where the
+input tokens are told is a :class:`Reply`'s ``usage_in``: in ``message_start`` only (the API
+as first published), in both events (the API today: ``message_delta`` repeats them), or in
+``message_delta`` only, after an ``input_tokens: 0`` in ``message_start`` (as proxies such as
+LiteLLM send them).
+
 Errors use Anthropic's body ``{"type": "error", "error": {"type": ..., "message": ...}}``,
 as an HTTP response or, once the stream has started, as an ``error`` event.
 
@@ -41,13 +47,15 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
+
+UsageIn = Literal["message_start", "both", "message_delta"]
 
 
 @dataclass(frozen=True)
@@ -61,6 +69,8 @@ class Reply:
     output_tokens: int | None = None
     stop_reason: str = "end_turn"
     ping: bool = True
+    #: Which events carry ``input_tokens`` (see the module's docstring).
+    usage_in: UsageIn = "message_start"
 
 
 @dataclass(frozen=True)
@@ -324,6 +334,8 @@ class _ScriptedStream(Response):
         headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         input_tokens = scripted.input_tokens if isinstance(scripted, Reply) else 10
+        usage_in: UsageIn = scripted.usage_in if isinstance(scripted, Reply) else "message_start"
+        at_start = 0 if usage_in == "message_delta" else input_tokens
         await emit(
             "message_start",
             {
@@ -336,7 +348,7 @@ class _ScriptedStream(Response):
                     "content": [],
                     "stop_reason": None,
                     "stop_sequence": None,
-                    "usage": {"input_tokens": input_tokens, "output_tokens": 1},
+                    "usage": {"input_tokens": at_start, "output_tokens": 1},
                 },
             },
         )
@@ -373,13 +385,21 @@ class _ScriptedStream(Response):
             output_tokens = scripted.output_tokens
             if output_tokens is None:
                 output_tokens = len(scripted.chunks)
+            usage: dict[str, int] = {"output_tokens": output_tokens}
+            if scripted.usage_in != "message_start":
+                usage = {
+                    "input_tokens": input_tokens,
+                    "cache_creation_input_tokens": 0,
+                    "cache_read_input_tokens": 0,
+                    **usage,
+                }
             await emit("content_block_stop", {"type": "content_block_stop", "index": 0})
             await emit(
                 "message_delta",
                 {
                     "type": "message_delta",
                     "delta": {"stop_reason": scripted.stop_reason, "stop_sequence": None},
-                    "usage": {"output_tokens": output_tokens},
+                    "usage": usage,
                 },
             )
             await emit("message_stop", {"type": "message_stop"})

@@ -13,6 +13,10 @@ It answers ``stream: true`` requests in OpenAI's server-sent-event format: a
     fake.requests[0].body["model"], fake.requests[0].authorization
     fake.requests[0].wait_finished() == "aborted"
 
+Errors have OpenAI's body ``{"error": {"message", "type", "param", "code"}}``. OpenAI sends
+``code`` as a string or ``null``; servers speaking its API also send a number or a digit
+string (LiteLLM: ``"429"``, vLLM: ``400``), and a :class:`Failure` sends what it is given.
+
 Each request takes the next scripted response; with none left it gets :attr:`FakeOpenAI.default`.
 Every request is recorded with its outcome: ``completed``, ``aborted`` (the client went away
 before the end: the ASGI ``http.disconnect`` came first), ``dropped`` (the script closed the
@@ -56,16 +60,23 @@ class Reply:
     drop_after: int | None = None
     #: ``(prompt_tokens, completion_tokens)``; counted in words when not given.
     usage: tuple[int, int] | None = None
+    #: After the text chunks, this error as an event (``data: {"error": {...}}``) instead
+    #: of the end of the reply, as OpenAI sends an error that happens mid-stream.
+    error: Failure | None = None
+    #: Answer a streaming request with one ``chat.completion`` object
+    #: (``application/json``), as a server that cannot stream does.
+    whole: bool = False
 
 
 @dataclass(frozen=True)
 class Failure:
-    """An error status with OpenAI's JSON error body."""
+    """An error status with OpenAI's JSON error body (with status 200: an error body that a
+    server sends instead of a stream)."""
 
     status: int
     message: str
-    type: str
-    code: str | None = None
+    type: str | None
+    code: str | int | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
     stall: float = 0.0
 
@@ -188,7 +199,9 @@ class FakeOpenAI:
         return f"req_fake{next(self._ids):06d}"
 
 
-def _error_body(message: str, type_: str, code: str | None, param: str | None = None) -> bytes:
+def _error_body(
+    message: str, type_: str | None, code: str | int | None, param: str | None = None
+) -> bytes:
     error = {"message": message, "type": type_, "param": param, "code": code}
     return json.dumps({"error": error}).encode()
 
@@ -280,7 +293,7 @@ class ScriptedResponse(Response):
             )
             await send({"type": "http.response.body", "body": body})
             return "completed"
-        if not self.streaming:
+        if not self.streaming or script.whole:
             return await self._play_whole(send, script)
 
         await send(
@@ -305,6 +318,13 @@ class ScriptedResponse(Response):
                 return "aborted"
         if script.drop_after is not None:
             return "dropped"
+        if script.error is not None:
+            failure = script.error
+            await self._send_data(
+                send, _error_body(failure.message, failure.type, failure.code).decode()
+            )
+            await self._send_data(send, "[DONE]", last=True)
+            return "completed"
         await self._event(send, {}, finish_reason="stop")
         if self.include_usage:
             usage_chunk = {**self._chunk_base(), "choices": [], "usage": self._usage(script)}

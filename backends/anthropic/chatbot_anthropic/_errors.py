@@ -8,14 +8,14 @@ said (its error type and message, the request id) goes to the server log instead
 from __future__ import annotations
 
 import importlib
-import logging
 from typing import Any
 
 import anthropic
 
+from chatbot.backends import logger_for
 from chatbot.errors import BackendError, BackendErrorKind
 
-logger = logging.getLogger("chatbot_anthropic")
+logger = logger_for("anthropic")
 
 #: Anthropic's error types (the ``error.type`` of an error body or ``error`` event) that
 #: say the service, not the request, failed: sending the same message later may work.

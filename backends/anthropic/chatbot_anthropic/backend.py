@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import math
-import os
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
@@ -19,13 +16,15 @@ from anthropic.types import (
     TextDelta,
 )
 
-from chatbot.backends import Backend, ChatMessage, ChatRequest, Usage
-from chatbot.errors import BackendError, ConfigError
+from chatbot.backends import Backend, ChatMessage, ChatRequest, Options, Usage
+from chatbot.errors import BackendError
 from chatbot_anthropic import _errors
 
 DEFAULT_API_KEY_ENV = "ANTHROPIC_API_KEY"
 DEFAULT_MAX_TOKENS = 4096
 
+#: The backend's own options. ``first_token_timeout`` and ``total_timeout`` are the
+#: server's: it reads them from the table and never passes them on.
 OPTIONS = (
     "model",
     "models",
@@ -35,8 +34,6 @@ OPTIONS = (
     "temperature",
     "max_tokens",
     "connect_timeout",
-    "first_token_timeout",
-    "total_timeout",
     "max_retries",
 )
 
@@ -67,46 +64,35 @@ def alternate(messages: Sequence[ChatMessage]) -> list[MessageParam]:
     return result
 
 
-class _Options:
-    """Reads and checks ``[backends.NAME]``, naming the table in every complaint."""
+class _Usage:
+    """The token counts of a streamed reply, from whichever events tell them.
 
-    def __init__(self, name: str, options: Mapping[str, Any]) -> None:
-        self.name = name
-        self.options = options
-        unknown = sorted(set(options) - set(OPTIONS))
-        if unknown:
-            raise ConfigError(
-                f"[backends.{name}]: the anthropic backend has no option {unknown[0]!r}; "
-                f"it takes: {', '.join(OPTIONS)}"
-            )
+    ``message_start`` carries the message's usage so far; the usage of ``message_delta`` is
+    cumulative (the SDK's ``MessageDeltaUsage``), and today also repeats ``input_tokens``.
+    Some servers speaking the API (the LiteLLM proxy) send ``input_tokens: 0`` at the start
+    and the real count only in ``message_delta``. So the latest count that is told and not
+    zero wins.
+    """
 
-    def fail(self, message: str) -> ConfigError:
-        return ConfigError(f"[backends.{self.name}]: {message}")
+    def __init__(self) -> None:
+        self.input_tokens: int | None = None
+        self.output_tokens: int | None = None
 
-    def string(self, key: str, default: str | None = None, *, empty: bool = False) -> str | None:
-        value = self.options.get(key, default)
-        if value is None:
-            return None
-        if not isinstance(value, str) or (not empty and not value.strip()):
-            raise self.fail(f"{key} must be a non-empty string")
-        return value
+    @property
+    def told(self) -> bool:
+        return self.input_tokens is not None or self.output_tokens is not None
 
-    def seconds(self, key: str, default: float) -> float:
-        value = self.options.get(key, default)
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not math.isfinite(value)
-            or value <= 0
-        ):
-            raise self.fail(f"{key} must be a number of seconds > 0")
-        return float(value)
+    def read(self, event: RawMessageStreamEvent) -> None:
+        if isinstance(event, RawMessageStartEvent):
+            self._take(event.message.usage.input_tokens, event.message.usage.output_tokens)
+        elif isinstance(event, RawMessageDeltaEvent):
+            self._take(event.usage.input_tokens, event.usage.output_tokens)
 
-    def integer(self, key: str, default: int, *, low: int) -> int:
-        value = self.options.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise self.fail(f"{key} must be a whole number >= {low}")
-        return value
+    def _take(self, input_tokens: int | None, output_tokens: int | None) -> None:
+        if input_tokens is not None and (input_tokens or self.input_tokens is None):
+            self.input_tokens = input_tokens
+        if output_tokens is not None and (output_tokens or self.output_tokens is None):
+            self.output_tokens = output_tokens
 
 
 class AnthropicBackend(Backend):
@@ -132,10 +118,10 @@ class AnthropicBackend(Backend):
         reject sampling options: leave it unset for them.
     ``max_tokens``
         The longest reply, in tokens; default 4096 (the API requires a value).
-    ``connect_timeout``, ``first_token_timeout``, ``total_timeout``
-        Seconds to connect (10), until the first text of the reply (60) and for the whole
-        reply (600). The last two fail the reply with ``backend_timeout``; the SDK's retries
-        count against both.
+    ``connect_timeout``
+        Seconds to connect (10). The server enforces ``first_token_timeout`` and
+        ``total_timeout`` (keys of the same table) around the reply, the SDK's retries
+        included; the SDK's own timeout is ``total_timeout``.
     ``max_retries``
         How often the SDK retries a failed request (connection errors, 408, 409, 429, 5xx)
         before any text arrived; default 2. A reply that has started is never retried.
@@ -143,52 +129,29 @@ class AnthropicBackend(Backend):
 
     def __init__(self, name: str, options: Mapping[str, Any]) -> None:
         super().__init__(name, options)
-        read = _Options(name, options)
+        read = Options(name, options, kind="anthropic", known=OPTIONS)
         model = read.string("model")
         if model is None:
             raise read.fail(
                 'the anthropic backend needs a model, for example model = "claude-sonnet-4-5"'
             )
         self.model = model
-        raw_models = options.get("models", [model])
-        if (
-            not isinstance(raw_models, list | tuple)
-            or not raw_models
-            or not all(isinstance(m, str) and m.strip() for m in raw_models)
-        ):
-            raise read.fail("models must be a non-empty list of model names")
-        models = [str(m) for m in raw_models]
+        models = read.strings("models", [model])
         if model not in models:
             models.insert(0, model)
         self._models = models
         self.base_url = read.string("base_url")
         if self.base_url is not None and not self.base_url.startswith(("http://", "https://")):
             raise read.fail("base_url must be an http:// or https:// URL")
-        key_env = read.string("api_key_env", DEFAULT_API_KEY_ENV)
-        assert key_env is not None
-        self.api_key_env = key_env
         self.system_prompt = read.string("system_prompt", empty=True) or None
-        temperature = options.get("temperature")
-        if temperature is not None and (
-            isinstance(temperature, bool)
-            or not isinstance(temperature, int | float)
-            or not 0 <= temperature <= 1
-        ):
-            raise read.fail("temperature must be a number between 0 and 1")
-        self.temperature = None if temperature is None else float(temperature)
-        self.max_tokens = read.integer("max_tokens", DEFAULT_MAX_TOKENS, low=1)
+        self.temperature = read.number("temperature", None, low=0, high=1)
+        max_tokens = read.integer("max_tokens", DEFAULT_MAX_TOKENS, low=1)
+        max_retries = read.integer("max_retries", 2, low=0)
+        assert max_tokens is not None and max_retries is not None
+        self.max_tokens = max_tokens
+        self.max_retries = max_retries
         self.connect_timeout = read.seconds("connect_timeout", 10.0)
-        self.first_token_timeout = read.seconds("first_token_timeout", 60.0)
-        self.total_timeout = read.seconds("total_timeout", 600.0)
-        self.max_retries = read.integer("max_retries", 2, low=0)
-        api_key = os.environ.get(key_env, "").strip()
-        if not api_key:
-            raise ConfigError(
-                f"the {name!r} backend has no Anthropic API key: set the {key_env} environment "
-                f"variable (or api_key_env in [backends.{name}]); .env is not read for vendor "
-                "keys, export it in the server's environment"
-            )
-        self._api_key = api_key
+        self._api_key, self.api_key_env = read.api_key(DEFAULT_API_KEY_ENV, vendor="Anthropic")
         self._client: anthropic.AsyncAnthropic | None = None
 
     def __repr__(self) -> str:
@@ -235,54 +198,27 @@ class AnthropicBackend(Backend):
         )
         return stream
 
-    def _timeout(
-        self, got_text: bool, first_deadline: float, total_deadline: float
-    ) -> BackendError:
-        if not got_text and first_deadline < total_deadline:
-            message = (
-                f"Anthropic sent no text within {self.first_token_timeout:g} s "
-                "(first_token_timeout)"
-            )
-        else:
-            message = f"the reply took longer than {self.total_timeout:g} s (total_timeout)"
-        return BackendError(message, kind="backend_timeout", retryable=True)
-
     async def stream(self, request: ChatRequest) -> AsyncIterator[str | Usage]:
         client = self._client
         if client is None:
             raise BackendError(f"the backend {self.name!r} was not started", kind="backend_error")
         model = request.model or self.model
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        total_deadline = started + self.total_timeout
-        first_deadline = min(started + self.first_token_timeout, total_deadline)
-        deadline = first_deadline
-        got_text = False
         complete = False
-        input_tokens: int | None = None
-        output_tokens: int | None = None
+        usage = _Usage()
         stream: anthropic.AsyncStream[RawMessageStreamEvent] | None = None
         try:
             try:
                 # The SDK's retries happen in here, before any event arrived.
-                async with asyncio.timeout_at(deadline):
-                    stream = await self._open(client, request, model)
-            except TimeoutError:
-                raise self._timeout(got_text, first_deadline, total_deadline) from None
+                stream = await self._open(client, request, model)
             except anthropic.AnthropicError as exc:
                 raise _errors.from_request_error(
                     exc, backend=self.name, key_env=self.api_key_env, model=model
                 ) from None
             while True:
-                # Each read has its own deadline; the yield below is outside of it, so the
-                # time the consumer takes never cancels the consumer itself.
                 try:
-                    async with asyncio.timeout_at(deadline):
-                        event = await stream.__anext__()
+                    event = await anext(stream)
                 except StopAsyncIteration:
                     break
-                except TimeoutError:
-                    raise self._timeout(got_text, first_deadline, total_deadline) from None
                 except anthropic.APIStatusError as exc:
                     raise _errors.from_stream_event(exc, backend=self.name) from None
                 except anthropic.AnthropicError as exc:
@@ -291,25 +227,21 @@ class AnthropicBackend(Backend):
                     ) from None
                 except _errors.HTTP_ERRORS as exc:
                     raise _errors.from_transport_error(exc, backend=self.name) from None
-                if isinstance(event, RawMessageStartEvent):
-                    input_tokens = event.message.usage.input_tokens
-                elif isinstance(event, RawContentBlockDeltaEvent):
+                if isinstance(event, RawContentBlockDeltaEvent):
                     if isinstance(event.delta, TextDelta) and event.delta.text:
-                        if not got_text:
-                            got_text = True
-                            deadline = total_deadline
                         yield event.delta.text
-                elif isinstance(event, RawMessageDeltaEvent):
-                    output_tokens = event.usage.output_tokens
                 elif isinstance(event, RawMessageStopEvent):
                     complete = True
+                else:
+                    usage.read(event)
             if not complete:
                 # The body ended cleanly but early: a proxy or the network cut the reply.
                 raise _errors.incomplete(backend=self.name)
         finally:
             # Closing the response aborts the upstream request when the reply is cut short:
-            # an error, a timeout, or the caller closing or cancelling this generator.
+            # an error, the server's deadline, or the caller closing or cancelling this
+            # generator.
             if stream is not None:
                 await stream.close()
-        if input_tokens is not None or output_tokens is not None:
-            yield Usage(input_tokens=input_tokens, output_tokens=output_tokens)
+        if usage.told:
+            yield Usage(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens)

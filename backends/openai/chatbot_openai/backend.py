@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
-import logging
+import json
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import openai
 from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
 
-from chatbot.backends import Backend, ChatRequest, Usage
-from chatbot_openai.errors import ErrorMapper, is_transport_error
+from chatbot.backends import Backend, ChatRequest, Usage, logger_for
+from chatbot_openai.errors import ErrorMapper, document_type, is_transport_error
 from chatbot_openai.options import OpenAIOptions, parse_options
 
-logger = logging.getLogger("chatbot.backends.openai")
+logger = logger_for("openai")
+#: Bytes of a document answering a streaming request that are read to find its error.
+_DOCUMENT_LIMIT = 65_536
 
 
 def _content(chunk: ChatCompletionChunk) -> str:
@@ -22,6 +23,22 @@ def _content(chunk: ChatCompletionChunk) -> str:
     if not chunk.choices:
         return ""
     return chunk.choices[0].delta.content or ""
+
+
+async def _read_json(response: Any) -> object:
+    """The start of a response's body as JSON; ``None`` when it cannot be read as such."""
+    data = b""
+    try:
+        async for part in response.aiter_bytes():
+            data += part
+            if len(data) >= _DOCUMENT_LIMIT:
+                return None
+        return json.loads(data)
+    except Exception as exc:
+        # Not JSON, or the connection broke: the caller reports the content type alone.
+        if isinstance(exc, ValueError) or is_transport_error(exc):
+            return None
+        raise
 
 
 class OpenAIBackend(Backend):
@@ -44,8 +61,9 @@ class OpenAIBackend(Backend):
         and passes the result in every request; this option serves direct use of the class.
     ``temperature`` (0 to 2), ``max_tokens`` (> 0)
         sent only when set.
-    ``connect_timeout`` (10 s), ``first_token_timeout`` (60 s), ``total_timeout`` (600 s)
-        to connect; from the request until the first text; for the whole reply.
+    ``connect_timeout`` (10 s)
+        to connect. The server enforces ``first_token_timeout`` and ``total_timeout`` (keys
+        of the same table) around the reply; the SDK's own timeout is ``total_timeout``.
     ``max_retries`` (2)
         the SDK's retries of a failed request (429, 5xx, connection errors) before the
         reply starts; a reply that breaks off is never retried.
@@ -71,7 +89,7 @@ class OpenAIBackend(Backend):
         self._client = openai.AsyncOpenAI(
             api_key=config.api_key,
             base_url=config.base_url,
-            timeout=openai.Timeout(config.total_timeout, connect=config.connect_timeout),
+            timeout=openai.Timeout(self.total_timeout, connect=config.connect_timeout),
             max_retries=config.max_retries,
         )
 
@@ -104,46 +122,38 @@ class OpenAIBackend(Backend):
         if config.max_tokens is not None:
             optional["max_tokens"] = config.max_tokens
 
-        # Deadlines on the loop's clock. Each wait below gets its own timeout scope, never
-        # one held across a ``yield``: the consumer's code runs there, in the same task.
-        loop = asyncio.get_running_loop()
-        total_deadline = loop.time() + config.total_timeout
-        first_deadline = min(loop.time() + config.first_token_timeout, total_deadline)
-        sent_text = False
-
         try:
-            async with asyncio.timeout_at(first_deadline) as scope:
-                stream = await client.chat.completions.create(
-                    model=model,
-                    messages=self._messages(request),
-                    stream=True,
-                    stream_options={"include_usage": True},
-                    **optional,
-                )
-        except TimeoutError:
-            if not scope.expired():
-                raise
-            raise self._timeout(first_deadline, total_deadline) from None
+            stream = await client.chat.completions.create(
+                model=model,
+                messages=self._messages(request),
+                stream=True,
+                stream_options={"include_usage": True},
+                **optional,
+            )
         except openai.APIError as exc:
             self._log(exc)
             raise self._errors.api(exc, model, streaming=False, sent_text=False) from None
 
+        sent_text = False
         usage: Usage | None = None
         # ``async with`` closes the response however this generator ends: exhausted, an
         # error, ``aclose()`` at the ``yield`` or a cancelled task. Closing a response that
         # was not read to the end closes its connection, which aborts the upstream request.
         async with stream:
+            media_type = document_type(stream.response.headers.get("content-type"))
+            if media_type is not None:
+                # A server that does not stream answers with the whole completion (or an
+                # error) as JSON; the SDK would read no event in it, and no text.
+                logger.warning(
+                    "backend %r: the response is %s, not a stream of events", self.name, media_type
+                )
+                body = await _read_json(stream.response)
+                raise self._errors.not_a_stream(media_type, body)
             while True:
-                deadline = total_deadline if sent_text else first_deadline
                 try:
-                    async with asyncio.timeout_at(deadline) as scope:
-                        chunk = await anext(stream)
+                    chunk = await anext(stream)
                 except StopAsyncIteration:
                     break
-                except TimeoutError:
-                    if not scope.expired():
-                        raise
-                    raise self._timeout(deadline, total_deadline) from None
                 except openai.APIError as exc:
                     self._log(exc)
                     raise self._errors.api(
@@ -167,11 +177,6 @@ class OpenAIBackend(Backend):
                     )
         if usage is not None:
             yield usage
-
-    def _timeout(self, deadline: float, total_deadline: float) -> Exception:
-        if deadline < total_deadline:
-            return self._errors.timeout(self.config.first_token_timeout, first_token=True)
-        return self._errors.timeout(self.config.total_timeout, first_token=False)
 
     def _log(self, exc: openai.APIError) -> None:
         # For the operator: the class, status and request id, never the body or headers.

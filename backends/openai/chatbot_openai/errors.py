@@ -1,8 +1,13 @@
 """Turning the SDK's exceptions into :class:`chatbot.errors.BackendError`.
 
 The messages reach the chat client as they are, so they say what happened and what to do,
-and carry only the backend's name, the HTTP status and the upstream's short error code:
-never the key, a header, an upstream response body or a traceback.
+and carry only the backend's name, the HTTP status and the upstream's error ``type`` and
+``code`` when they are identifiers: never the key, a header, an upstream's message, a
+response body or a traceback.
+
+An error body is ``{"error": {"message", "type", "param", "code"}}``. OpenAI's ``code`` is a
+string or ``null``; servers speaking its API also send a number or a digit string (vLLM:
+``400``, LiteLLM: ``"429"``), and some send only a ``type`` (Ollama: ``"api_error"``).
 """
 
 from __future__ import annotations
@@ -18,8 +23,11 @@ import openai
 from chatbot.errors import BackendError, BackendErrorKind
 from chatbot_openai.options import OpenAIOptions
 
-# An upstream error code worth repeating: a short identifier such as ``rate_limit_exceeded``.
-_CODE = re.compile(r"[a-z][a-z0-9_]{0,63}")
+# An upstream error type or code worth repeating: a short identifier such as
+# ``rate_limit_exceeded``, ``BadRequestError`` or ``1301``, never a sentence.
+_IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+# A media type as a Content-Type header gives it, e.g. ``application/json``.
+_MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*")
 # The modules whose exceptions mean the connection failed while the body was being read
 # (openai 1.x lets them through mid-stream; later versions wrap them in APIConnectionError).
 _TRANSPORT_MODULES = frozenset({"httpx", "httpcore", "httpx2", "httpcore2", "h11", "h2"})
@@ -49,6 +57,48 @@ def retry_after_seconds(headers: Mapping[str, str]) -> int | None:
     return max(1, math.ceil(seconds))
 
 
+def _identifier(value: object) -> str | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if isinstance(value, str) and _IDENTIFIER.fullmatch(value):
+        return value
+    return None
+
+
+def error_fields(error_type: object, code: object, status: int | None = None) -> list[str]:
+    """``type X`` and ``code Y`` of an upstream error, those that are identifiers; a code
+    that only repeats the HTTP ``status`` (or the type) is left out."""
+    type_, code_ = _identifier(error_type), _identifier(code)
+    fields = [f"type {type_}"] if type_ else []
+    if code_ and code_ not in (type_, str(status)):
+        fields.append(f"code {code_}")
+    return fields
+
+
+def error_object(body: object) -> Mapping[str, object] | None:
+    """The error in a JSON body: ``{"error": {...}}``, or vLLM's older ``{"object": "error",
+    ...}``; ``None`` when the body is no error."""
+    if not isinstance(body, dict):
+        return None
+    error = body.get("error")
+    if isinstance(error, dict):
+        return error
+    if body.get("object") == "error":
+        return body
+    return {} if error else None
+
+
+def document_type(content_type: str | None) -> str | None:
+    """The media type of a response that is a whole document (JSON or a web page) rather
+    than a stream of events; ``None`` for a stream, or a type the SDK may still read as one."""
+    media_type = (content_type or "").partition(";")[0].strip().lower()
+    if not _MEDIA_TYPE.fullmatch(media_type):
+        return None
+    if media_type.endswith(("/json", "+json")) or media_type == "text/html":
+        return media_type
+    return None
+
+
 def is_transport_error(exc: BaseException) -> bool:
     """Whether ``exc`` is the HTTP client's own error (a dropped or broken connection)."""
     return type(exc).__module__.split(".")[0] in _TRANSPORT_MODULES
@@ -76,14 +126,6 @@ class ErrorMapper:
         variable = self.options.api_key_env or "OPENAI_API_KEY"
         return f"check the key in the {variable} environment variable"
 
-    def timeout(self, seconds: float, *, first_token: bool) -> BackendError:
-        upstream = self.options.upstream
-        if first_token:
-            what = f"{upstream} sent no reply within {seconds:g} seconds"
-        else:
-            what = f"{upstream} did not finish the reply within {seconds:g} seconds"
-        return self._error(f"{what}; try again", "backend_timeout", True)
-
     def not_started(self) -> BackendError:
         return self._error("the backend is not started", "backend_unavailable", True)
 
@@ -91,10 +133,9 @@ class ErrorMapper:
         """An HTTP error status before the reply started."""
         upstream = self.options.upstream
         status = exc.status_code
-        code = exc.code if isinstance(exc.code, str) and _CODE.fullmatch(exc.code) else None
-        label = f"HTTP {status}" + (f" {code}" if code else "")
+        label = ", ".join([f"HTTP {status}", *error_fields(exc.type, exc.code, status)])
         if status == 429:
-            if code == "insufficient_quota":
+            if "insufficient_quota" in (_identifier(exc.type), _identifier(exc.code)):
                 return self._error(
                     f"the account has no quota left at {upstream} ({label}); "
                     "check its plan and billing",
@@ -149,12 +190,28 @@ class ErrorMapper:
             return self._error(
                 f"could not connect to {upstream}; try again", "backend_unavailable", True
             )
-        code = exc.code if isinstance(exc.code, str) and _CODE.fullmatch(exc.code) else None
-        detail = f" ({code})" if code else ""
+        fields = error_fields(exc.type, exc.code)
+        detail = f" ({', '.join(fields)})" if fields else ""
         return self._error(
             f"{upstream} reported an error during the reply{detail}",
             "backend_error",
             not sent_text,
+        )
+
+    def not_a_stream(self, media_type: str, body: object) -> BackendError:
+        """A streaming request answered with a whole document: the server does not stream,
+        or ``base_url`` leads elsewhere; asking again gets the same answer."""
+        error = error_object(body)
+        if error is None:
+            what = media_type
+        else:
+            fields = error_fields(error.get("type"), error.get("code"))
+            what = "an error" + (f" ({', '.join(fields)})" if fields else "")
+        return self._error(
+            f"{self.options.upstream} answered with {what} instead of a stream of events "
+            '("stream": true); check base_url',
+            "backend_error",
+            False,
         )
 
     def dropped(self, *, sent_text: bool) -> BackendError:

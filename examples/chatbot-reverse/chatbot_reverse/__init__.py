@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Mapping
+from math import inf
 from typing import Any, ClassVar, get_args
 
-from chatbot.backends import Backend, ChatRequest, Usage
-from chatbot.errors import BackendError, BackendErrorKind, ConfigError
+from chatbot.backends import Backend, ChatRequest, Options, Usage
+from chatbot.errors import BackendError, BackendErrorKind
 
 __all__ = ["ReverseBackend"]
 
@@ -32,19 +33,18 @@ class ReverseBackend(Backend):
 
     def __init__(self, name: str, options: Mapping[str, Any]) -> None:
         super().__init__(name, options)
-        unknown = sorted(set(options) - set(OPTIONS))
-        if unknown:
-            raise ConfigError(
-                f"[backends.{name}]: the reverse backend has no option {unknown[0]!r}; "
-                f"it takes: {', '.join(OPTIONS)}"
-            )
+        # The toolkit of the plugin API: it names the table and the valid options in every
+        # complaint. first_token_timeout and total_timeout are the server's keys, never seen
+        # here: the server enforces them around stream().
+        read = Options(name, options, kind="reverse", known=OPTIONS)
         delay = options.get("delay", 0.0)
-        if not isinstance(delay, int | float) or isinstance(delay, bool) or delay < 0:
-            raise ConfigError(f"[backends.{name}]: delay must be a number of seconds >= 0")
+        # Options.seconds wants more than 0; no delay at all is this option's default.
+        if isinstance(delay, bool) or not isinstance(delay, int | float) or not 0 <= delay < inf:
+            raise read.fail("delay must be a number of seconds >= 0")
         self.delay = float(delay)
         fail_with = options.get("fail_with")
         if fail_with is not None and fail_with not in KINDS:
-            raise ConfigError(f"[backends.{name}]: fail_with must be one of: {', '.join(KINDS)}")
+            raise read.fail(f"fail_with must be one of: {', '.join(KINDS)}")
         self.fail_with: BackendErrorKind | None = fail_with
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[str | Usage]:
