@@ -3,8 +3,10 @@
 This module is a test-time helper. It imports pytest, which chatbot itself does not depend
 on (it comes with the ``test`` extra); import it from tests only, never from a backend.
 
-Subclass :class:`BackendConformance` in a test file and give it a ``backend`` fixture; the
-other fixtures are optional and add what only you can provide::
+Subclass :class:`BackendConformance` in a test file and give it a ``backend`` and a
+``reports_usage`` fixture, and for each error kind either a backend that fails that way in
+``failing_backends`` or the reason it never does in ``never_raises``; the other fixtures are
+optional and add what only you can provide::
 
     import pytest
 
@@ -14,6 +16,8 @@ other fixtures are optional and add what only you can provide::
 
 
     class TestMyBackend(BackendConformance):
+        never_raises = {"backend_timeout": "it runs in the process: nothing to wait for"}
+
         @pytest.fixture
         def backend(self) -> Backend:
             return MyBackend("mine", {})
@@ -22,6 +26,13 @@ other fixtures are optional and add what only you can provide::
         def reports_usage(self) -> bool:
             return True
 
+        @pytest.fixture
+        def failing_backends(self) -> dict[str, Backend]:
+            return {
+                "backend_error": MyBackend("mine", {"model": "no-such-model"}),
+                "backend_unavailable": MyBackend("mine", {"url": "http://127.0.0.1:9"}),
+            }
+
 The kit starts and closes each backend itself (``start()`` and ``aclose()``), on one event
 loop per test, so the tests are plain pytest functions and need no async plugin.
 
@@ -29,6 +40,10 @@ Fixtures, defined on the subclass (a default here hides one defined in a ``conft
 
 ``backend`` (required)
     A constructed backend that answers normally.
+``reports_usage`` (required)
+    Whether the backend yields a :class:`~chatbot.backends.Usage` after its text. With True
+    the kit checks the Usage; with False it checks that there is none. Without the fixture
+    ``test_reports_usage`` fails: a forgotten declaration must not pass for "no usage".
 ``slow_backend`` (default: ``backend``)
     One whose reply takes at least 3 chunks with awaits between them, so that stopping it
     after the first chunk cancels it mid-stream.
@@ -36,12 +51,19 @@ Fixtures, defined on the subclass (a default here hides one defined in a ``conft
     A mapping from a :class:`~chatbot.errors.BackendError` kind (``backend_error``,
     ``backend_timeout``, ``backend_unavailable``) to a backend configured to fail that way:
     a port that refuses connections, a fake vendor that answers 500, a stall with a tiny
-    timeout.
+    timeout. ``test_maps_errors`` fails for a kind that is neither here nor in
+    ``never_raises``.
 ``cancel_was_observed`` (default: ``None``)
     For a network backend: a callable that returns True once the upstream has seen the
     request aborted. The kit polls it after stopping a reply.
-``reports_usage`` (default: False)
-    Whether the backend yields a :class:`~chatbot.backends.Usage` after its text.
+
+And one class attribute:
+
+``never_raises`` (default: empty)
+    The error kinds the backend can never raise, each with the reason, for example
+    ``{"backend_timeout": "it waits on nothing"}``. The kit has no ``test_maps_errors``
+    for them: the run shows neither a failure nor a skip, and the reason stays in the
+    test file for its readers.
 """
 
 from __future__ import annotations
@@ -50,7 +72,7 @@ import asyncio
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import replace
-from typing import TypeVar, get_args
+from typing import Any, ClassVar, TypeVar, get_args
 
 import pytest
 
@@ -153,15 +175,47 @@ def _run(backend: Backend, body: Callable[[], Awaitable[T]]) -> T:
         return runner.run(main())
 
 
+def _never_raises_problem(never_raises: object) -> str | None:
+    """What is wrong with a ``never_raises`` mapping, or None."""
+    if not isinstance(never_raises, Mapping):
+        return f"must be a mapping from an error kind to a reason, not {never_raises!r}"
+    unknown = sorted(str(kind) for kind in set(never_raises) - set(KINDS))
+    if unknown:
+        return f"has unknown kinds {unknown}; use {list(KINDS)}"
+    for kind, reason in never_raises.items():
+        if not isinstance(reason, str) or not reason.strip():
+            return f"gives {kind!r} no reason; say why the backend can never fail that way"
+    return None
+
+
 class BackendConformance:
-    """The tests every backend should pass; subclass it and give it a ``backend`` fixture."""
+    """The tests every backend should pass; subclass it and give it the fixtures it needs."""
 
     #: Seconds a whole reply (or a failure) may take.
     reply_timeout: float = 30.0
     #: Seconds a stopped reply may take to end, and the upstream to see it end.
     cancel_timeout: float = 5.0
+    #: The error kinds the backend can never raise, each with the reason (module docstring).
+    never_raises: ClassVar[Mapping[str, str]] = {}
 
-    # -- fixtures with defaults --------------------------------------------------------
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        problem = _never_raises_problem(cls.never_raises)
+        if problem is not None:
+            raise TypeError(f"{cls.__name__}.never_raises {problem}")
+        if set(cls.never_raises) >= set(KINDS):
+            # No kind left to test. pytest reports a test parametrized with no value as
+            # skipped; the subclass has no such test instead.
+            setattr(cls, "test_maps_errors", None)  # noqa: B010 - mypy refuses the plain form
+        elif getattr(cls, "test_maps_errors", None) is None:
+            cls.test_maps_errors = BackendConformance.test_maps_errors  # type: ignore[method-assign]
+
+    def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
+        """Run ``test_maps_errors`` once for each kind that ``never_raises`` leaves."""
+        if metafunc.definition.originalname == "test_maps_errors":
+            metafunc.parametrize("kind", [k for k in KINDS if k not in self.never_raises])
+
+    # -- fixtures ----------------------------------------------------------------------
 
     @pytest.fixture
     def slow_backend(self, backend: Backend) -> Backend:
@@ -177,7 +231,11 @@ class BackendConformance:
 
     @pytest.fixture
     def reports_usage(self) -> bool:
-        return False
+        pytest.fail(
+            f"{type(self).__name__} has no reports_usage fixture: define one on the class that "
+            "returns True if the backend yields a Usage after its text, False if it never does",
+            pytrace=False,
+        )
 
     # -- a normal reply ----------------------------------------------------------------
 
@@ -200,9 +258,8 @@ class BackendConformance:
         _check_reply(_run(backend, body))
 
     def test_reports_usage(self, backend: Backend, reports_usage: bool) -> None:
-        """With ``reports_usage``, the reply ends with a Usage of non-negative ints."""
-        if not reports_usage:
-            pytest.skip("the reports_usage fixture is False")
+        """With ``reports_usage``, the reply ends with a Usage of non-negative ints;
+        without, the reply holds no Usage (one the kit was told of would go unchecked)."""
 
         async def body() -> list[str | Usage]:
             stream = backend.stream(_for(backend, HELLO))
@@ -211,6 +268,12 @@ class BackendConformance:
         items = _run(backend, body)
         _check_reply(items)
         usage = items[-1]
+        if not reports_usage:
+            assert not isinstance(usage, Usage), (
+                f"the reply ended with {usage!r}, but the reports_usage fixture is False: "
+                "make it return True so that the kit checks the Usage"
+            )
+            return
         assert isinstance(usage, Usage), f"the reply did not end with a Usage: {items!r}"
         for field in ("input_tokens", "output_tokens"):
             value = getattr(usage, field)
@@ -308,14 +371,20 @@ class BackendConformance:
 
     # -- failures ----------------------------------------------------------------------
 
-    @pytest.mark.parametrize("kind", KINDS)
     def test_maps_errors(self, kind: str, failing_backends: Mapping[str, Backend]) -> None:
         """Each failing backend raises a BackendError of its kind with a clean message."""
         unknown = sorted(set(failing_backends) - set(KINDS))
         assert not unknown, f"failing_backends has unknown kinds {unknown}; use {list(KINDS)}"
+        both = sorted(set(failing_backends) & set(self.never_raises))
+        assert not both, (
+            f"{both} are in failing_backends and in never_raises: a kind is one or the other"
+        )
         backend = failing_backends.get(kind)
-        if backend is None:
-            pytest.skip(f"the failing_backends fixture has no backend for {kind!r}")
+        assert backend is not None, (
+            f"the failing_backends fixture has no backend for {kind!r}: add one that fails "
+            f"that way, or, if the backend never can, name {kind!r} in the class attribute "
+            "never_raises with the reason"
+        )
 
         async def body() -> BackendError:
             stream = backend.stream(_for(backend, HELLO))

@@ -123,6 +123,19 @@ class LiveServer:
         return connect(url, additional_headers=headers, open_timeout=10, **kwargs)
 
 
+def wait_until_idle(server: LiveServer, timeout: float = 30) -> None:
+    """Wait until the server holds no connection and runs no request or socket handler, so
+    that whatever they log on their way out has been logged."""
+    # uvicorn's own account of what it serves: a connection leaves it when closed, a
+    # handler's task when it has returned.
+    state = server.server.server_state
+    wait_for(
+        lambda: not state.connections and not state.tasks,
+        "the server to close every connection and end every handler",
+        timeout,
+    )
+
+
 def recv_json(ws: ClientConnection, timeout: float = 10) -> dict[str, Any]:
     import json
 

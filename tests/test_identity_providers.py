@@ -41,7 +41,15 @@ import chatbot.jwks
 from chatbot.app import create_app
 from chatbot.errors import ConfigError
 from chatbot.settings import Settings
-from tests.conftest import SECRET, LiveServer, ServerFactory, bearer, expect_close, recv_json
+from tests.conftest import (
+    SECRET,
+    LiveServer,
+    ServerFactory,
+    bearer,
+    expect_close,
+    recv_json,
+    wait_for,
+)
 from tests.test_cli import cli_env, free_port, run_cli
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
@@ -161,13 +169,15 @@ class Provider:
     """A loopback HTTP server that records every request; ``/jwks`` serves ``keys``.
 
     Its attributes can change while it runs: ``keys`` (rotation), ``status`` (503 while
-    "down"), ``delay`` (a provider that does not answer in time).
+    "down"), ``answering`` (cleared, ``/jwks`` holds its answer until it is set again: a
+    provider that does not answer in time, for as long as the test needs).
     """
 
     def __init__(self) -> None:
         self.keys: list[dict[str, Any]] = []
         self.status = 200
-        self.delay = 0.0
+        self.answering = threading.Event()
+        self.answering.set()
         self.requests: list[str] = []
         self._lock = threading.Lock()
         app = Starlette(
@@ -189,8 +199,8 @@ class Provider:
         return recording
 
     async def _jwks(self, request: Request) -> Response:
-        if self.delay:
-            await asyncio.sleep(self.delay)
+        if not self.answering.is_set():
+            await asyncio.to_thread(self.answering.wait)
         if self.status != 200:
             return Response("unavailable", status_code=self.status)
         return JSONResponse({"keys": list(self.keys)})
@@ -219,6 +229,7 @@ def provider() -> Iterator[Provider]:
     provider = Provider()
     provider.server.start()
     yield provider
+    provider.answering.set()  # a held answer would keep the server from stopping
     provider.server.stop()
 
 
@@ -253,6 +264,22 @@ def assert_accepted(server: LiveServer, token: str) -> None:
     with server.http(token) as http:
         response = http.get(f"/api/sessions/{session_id}")
     assert response.status_code == 200, response.text
+
+
+def accepted_once_refetched(server: LiveServer, token: str) -> None:
+    """Send ``token`` until it is accepted; refused until then, and nothing else.
+
+    A token whose key the server does not hold makes it fetch the keys again only once the
+    refresh interval since its last request to the provider has passed: the moment the
+    token is accepted is the moment of that fetch, seen by the provider's request count.
+    """
+
+    def accepted() -> bool:
+        status = http_status(server, token)
+        assert status in (200, 401), status
+        return status == 200
+
+    wait_for(accepted, "the server to fetch the keys again after the refresh interval")
 
 
 def assert_refused(server: LiveServer, token: str, reason: str = "invalid token") -> None:
@@ -522,9 +549,11 @@ def test_jwks_key_rotation(start_server: ServerFactory, provider: Provider) -> N
     assert provider.count() == 1
 
     provider.keys = [jwk(rsa_key("new"), "new")]
-    time.sleep(1.1)  # the refresh interval since the last fetch
-    assert_accepted(server, sign(rsa_key("new"), kid="new"))
-    assert provider.count() == 2  # exactly one refetch
+    new = sign(rsa_key("new"), kid="new")
+    accepted_once_refetched(server, new)
+    assert provider.count() == 2  # exactly one refetch, however often it was refused before
+    assert_accepted(server, new)
+    assert provider.count() == 2
     # The provider withdrew the old key: its tokens are refused, with no fetch this soon.
     assert http_status(server, sign(rsa_key("old"), kid="old")) == 401
     assert provider.count() == 2
@@ -540,8 +569,7 @@ def test_a_new_kid_within_the_refresh_interval_waits_for_the_interval(
     token = sign(rsa_key("new"), kid="new")
     assert http_status(server, token) == 401
     assert provider.count() == 1
-    time.sleep(2.1)
-    assert http_status(server, token) == 200
+    accepted_once_refetched(server, token)
     assert provider.count() == 2
 
 
@@ -579,14 +607,19 @@ def test_a_flood_of_unknown_kids_costs_at_most_one_fetch(
     good = sign(rsa_key(), kid="k1")
     forged = [sign(rsa_key("attacker"), kid=secrets.token_hex(8)) for _ in range(50)]
     with flooder(server) as flood:
-        fetched = time.monotonic()
         assert http_status(server, good) == 200
         assert provider.count() == 1
         # Within the refresh interval of that fetch: no fetch at all.
         assert flood(forged) == [401] * 50
         assert provider.count() == 1
-        # Past the interval: the flood may cause one fetch, and no more.
-        time.sleep(max(0.0, fetched + 2.1 - time.monotonic()))
+
+        def flood_until_fetched() -> bool:
+            assert flood(forged) == [401] * 50
+            return provider.count() > 1
+
+        # Flood after flood, across the end of the interval: one fetch, and no more.
+        wait_for(flood_until_fetched, "a flood past the refresh interval to cause a fetch")
+        assert provider.count() == 2
         assert flood(forged) == [401] * 50
         assert provider.count() == 2
     assert http_status(server, good) == 200
@@ -691,7 +724,8 @@ def test_jwks_down_at_start_serves_401_until_it_answers(
     assert_refused(server, token)
     assert provider.count() == 1  # the socket's attempt; HTTP came within the interval
     provider.status = 200
-    time.sleep(1.1)
+    accepted_once_refetched(server, token)
+    assert provider.count() == 2
     assert_accepted(server, token)
     assert provider.count() == 2
 
@@ -709,25 +743,30 @@ def test_jwks_unreachable_at_start(start_server: ServerFactory) -> None:
 
 
 def test_a_slow_jwks_does_not_block_the_server(
-    start_server: ServerFactory, provider: Provider, monkeypatch: pytest.MonkeyPatch
+    start_server: ServerFactory,
+    provider: Provider,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     monkeypatch.setattr(chatbot.jwks, "FETCH_TIMEOUT", 0.5)
     provider.keys = [jwk(rsa_key(), "k1")]
-    provider.delay = 2.0
+    provider.answering.clear()  # the provider holds its answer until the end of the test
     server = start_jwks(start_server, provider)
     result: list[int] = []
     waiting = threading.Thread(
         target=lambda: result.append(http_status(server, sign(rsa_key(), kid="k1")))
     )
-    started = time.monotonic()
     waiting.start()
-    while provider.count() == 0 and time.monotonic() - started < 5:
-        time.sleep(0.01)
+    wait_for(lambda: provider.count() == 1, "the server to ask the provider for its keys")
     with server.http() as http:  # answered while the fetch is in flight
         assert http.get("/healthz").status_code == 200
     waiting.join(timeout=10)
+    # The provider has not answered yet: the fetch's timeout, not the provider, ended it.
+    assert not provider.answering.is_set()
     assert result == [401]
-    assert time.monotonic() - started < 1.9  # the timeout, not the provider, ended it
+    assert [r.getMessage() for r in caplog.records if r.name == "chatbot.jwks"] == [
+        f"cannot refresh the keys from {provider.jwks_url}: cannot reach the JWKS URL: timed out"
+    ]
 
 
 def test_a_jwks_redirect_is_not_followed(start_server: ServerFactory, provider: Provider) -> None:

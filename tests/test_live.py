@@ -7,20 +7,35 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
-import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from websockets.sync.client import ClientConnection
 
+from chatbot.backends import Backend, ChatRequest, Usage
 from chatbot.settings import BackendConfig
 from tests.backends import FlakyBackend, RecordingBackend, read_log
-from tests.conftest import LiveServer, ServerFactory, make_token, recv_json
+from tests.conftest import LiveServer, ServerFactory, make_token, recv_json, wait_for
 
 ALICE = make_token("alice")
 CHUNKS = 20
 FULL = "".join(f"w{n} " for n in range(CHUNKS))
+
+
+class ProgressBackend(RecordingBackend):
+    """A recording backend that also logs ``took <message> <n>`` once the server has taken
+    its n-th chunk: the stream only goes on when the server asks for the next one."""
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[str | Usage]:
+        last = request.messages[-1].content
+        taken = 0
+        async with contextlib.aclosing(super().stream(request)) as chunks:
+            async for chunk in chunks:
+                yield chunk
+                taken += 1
+                self._write(f"took {last} {taken}")
 
 
 @pytest.fixture
@@ -29,7 +44,11 @@ def log(tmp_path: Path) -> str:
 
 
 def recording_server(
-    start_server: ServerFactory, log: str, delay: float = 0.05, **overrides: Any
+    start_server: ServerFactory,
+    log: str,
+    delay: float = 0.05,
+    backend_type: type[Backend] = RecordingBackend,
+    **overrides: Any,
 ) -> LiveServer:
     settings = start_server.settings(
         backends={
@@ -38,7 +57,7 @@ def recording_server(
         default_backend="rec",
         **overrides,
     )
-    return start_server(settings, backend_types={"recorder": RecordingBackend})
+    return start_server(settings, backend_types={"recorder": backend_type})
 
 
 @pytest.fixture
@@ -60,13 +79,6 @@ def stored(server: LiveServer, session_id: str) -> list[tuple[str, str, str]]:
     with server.http(ALICE) as http:
         messages = http.get(f"/api/sessions/{session_id}/messages").json()["messages"]
     return [(m["role"], m["content"], m["status"]) for m in messages]
-
-
-def wait_for(predicate: Any, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 def wait_until_generating(server: LiveServer, session_id: str) -> None:
@@ -132,7 +144,10 @@ def test_cancel_stops_the_backend_and_keeps_the_partial_text(server: LiveServer,
         ("user", "long", "complete"),
         ("assistant", partial, "cancelled"),
     ]
-    wait_for(lambda: any(line.startswith("closed long") for line in read_log(log)))
+    wait_for(
+        lambda: any(line.startswith("closed long") for line in read_log(log)),
+        "the backend to log that its stream was closed",
+    )
     assert read_log(log) == ["start long", f"closed long after {len(partial.split())}"]
 
 
@@ -218,13 +233,19 @@ def test_two_sockets_receive_every_frame(server: LiveServer) -> None:
 
 
 def test_disconnect_does_not_cancel_and_reconnect_gets_the_rest(
-    server: LiveServer, log: str
+    start_server: ServerFactory, log: str
 ) -> None:
+    server = recording_server(start_server, log, backend_type=ProgressBackend)
     with server.ws(ALICE) as ws:
         session_id = recv_json(ws)["session_id"]
         ws.send(json.dumps({"message": "resume me", "stream": True, "id": "r"}))
         before = [recv_json(ws)["delta"] for _ in range(4)]
-    time.sleep(0.2)  # the reply goes on without anyone listening
+    # The reply goes on without anyone listening: the server takes a chunk this socket
+    # never saw.
+    wait_for(
+        lambda: f"took resume me {len(before) + 1}" in read_log(log),
+        "the server to take a chunk after the socket closed",
+    )
     with server.ws(ALICE, path=f"/ws/chat/?session_id={session_id}&stream=1") as ws:
         deltas, final = frames_until_reply(ws)
     # The first frame holds everything generated while away (and before), in one delta.
@@ -236,7 +257,8 @@ def test_disconnect_does_not_cancel_and_reconnect_gets_the_rest(
         ("user", "resume me", "complete"),
         ("assistant", FULL, "complete"),
     ]
-    assert read_log(log) == ["start resume me"]
+    assert [line for line in read_log(log) if not line.startswith("took ")] == ["start resume me"]
+    assert f"took resume me {CHUNKS}" in read_log(log)
 
 
 def test_reconnect_without_streaming_gets_just_the_reply(server: LiveServer) -> None:

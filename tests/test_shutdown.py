@@ -10,7 +10,6 @@ import contextlib
 import json
 import signal
 import sqlite3
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from typing import Any
 import pytest
 from websockets.sync.client import ClientConnection, connect
 
-from tests.conftest import bearer, expect_close, make_token, recv_json
+from tests.conftest import bearer, expect_close, make_token, recv_json, wait_for
 from tests.processes import ServeProcess
 
 ALICE = make_token("alice")
@@ -49,6 +48,10 @@ class ServerProcess(ServeProcess):
             f"ws://127.0.0.1:{self.port}{path}", additional_headers=bearer(ALICE),
             open_timeout=5,
         )  # fmt: skip
+
+    def printed(self) -> str:
+        """Everything the server has printed so far (its log)."""
+        return self.log.read_text(encoding="utf-8", errors="replace")
 
     def rows(self) -> list[tuple[Any, ...]]:
         with contextlib.closing(sqlite3.connect(self.db)) as db:
@@ -103,12 +106,17 @@ def test_sigterm_lets_the_reply_in_flight_finish(
 def test_sigterm_stops_accepting_sockets(servers: list[ServerProcess], tmp_path: Path) -> None:
     server = start(servers, tmp_path, delay=0.2, grace=20)
     with server.ws() as ws:
-        recv_json(ws)
+        session_id = recv_json(ws)["session_id"]
         ws.send(json.dumps({"message": LONG, "id": "t1"}))
-        time.sleep(0.5)
+        with server.ws(f"/ws/chat/?session_id={session_id}&stream=1") as watcher:
+            assert recv_json(watcher)["type"] == "delta"  # the reply is being generated
         server.signal(signal.SIGTERM)
-        time.sleep(0.5)
-        with pytest.raises(OSError), server.ws():
+        # Logged once the server has closed its listening socket, before it drains.
+        wait_for(
+            lambda: "waiting up to 20 s for 1 reply in flight" in server.printed(),
+            "the server to log that it drains the reply in flight",
+        )
+        with pytest.raises(ConnectionRefusedError), server.ws():
             pass
         ws.send(json.dumps({"type": "cancel"}))
         assert recv_json(ws)["status"] == "cancelled"

@@ -42,6 +42,7 @@ from tests.conftest import (
     expect_close,
     make_token,
     recv_json,
+    wait_until_idle,
 )
 
 # Importing schemathesis (its pytest plugin does it at start-up) replaces Hypothesis'
@@ -147,7 +148,7 @@ def target(fuzzed: Fuzzed, request: pytest.FixtureRequest) -> Iterator[Fuzzed]:
     fuzzed.new_session()
     first = len(fuzzed.log.records)
     yield fuzzed
-    time.sleep(0.05)  # what the last socket logs as it winds down
+    wait_until_idle(fuzzed.server)  # what the last socket logs as it winds down
     invalid_utf8 = getattr(request.function, "sends_invalid_utf8", False)
     assert troubling(fuzzed.log.records[first:], invalid_utf8_sent=invalid_utf8) == []
 
