@@ -60,6 +60,9 @@ def serve(args: argparse.Namespace) -> int:
         "log_level": settings.log_level.lower(),
         "log_config": log_config,
         "proxy_headers": False,
+        # Said, not guessed: uvicorn guesses from whether the app's __call__ is a coroutine
+        # function, and StartupErrors' is not (it hands each socket the app's own coroutine).
+        "interface": "asgi3",
     }
 
     def started() -> None:

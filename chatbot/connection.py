@@ -9,7 +9,6 @@ opted in), bounds what waits for a client that does not read, and drops such a c
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import itertools
 import logging
@@ -80,9 +79,22 @@ class Connection:
         #: Delta frames are opt-in too: ``?stream=1`` on the URL, or a message that asked
         #: for ``"stream": true``. From then on the socket gets the deltas of every reply.
         self.wants_deltas = wants_deltas
-        self._pending: collections.deque[dict[str, Any]] = collections.deque()
-        self._wake = asyncio.Event()
+        # A list, not a deque: an idle socket's empty list is a tenth of an empty deque, and
+        # the queue is short (at most MAX_PENDING_FRAMES).
+        self._pending: list[dict[str, Any]] = []
         self._close: tuple[int, str] | None = None
+        #: The task sending queued frames: it exists only while there is something to send,
+        #: so that an idle socket holds no task of its own beyond its endpoint's.
+        self._writer: asyncio.Task[None] | None = None
+        #: The writer has sent the close, or given up: nothing more goes out.
+        self._done = False
+        #: Since when (loop time) the writer waits for one send to go through; None between.
+        self._sending_since: float | None = None
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._stalled = False
+        #: Called when the writer gives up on a client that stopped reading (the endpoint
+        #: then stops reading too: such a client sends nothing, not even a disconnect).
+        self.on_give_up: Callable[[], None] | None = None
         #: The frames waiting to be sent are bounded in number and in bytes (about).
         self.max_pending_bytes = max_pending_bytes
         self.pending_bytes = 0
@@ -108,7 +120,7 @@ class Connection:
             return
         self._pending.append(frame)
         self._count(size)
-        self._wake.set()
+        self._wake_writer()
 
     def _count(self, size: int) -> None:
         self.pending_bytes += size
@@ -127,7 +139,23 @@ class Connection:
     def close(self, code: int, reason: str) -> None:
         if self._close is None:
             self._close = (code, reason)
-            self._wake.set()
+            self._wake_writer()
+
+    def _wake_writer(self) -> None:
+        if self._writer is None and not self._done:
+            self._writer = asyncio.get_running_loop().create_task(self._write())
+
+    async def finished(self) -> None:
+        """Wait until what was queued (and the close, if asked for) has been sent."""
+        while (writer := self._writer) is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(writer)
+            if self._writer is writer:
+                return
+
+    def writer(self) -> asyncio.Task[None] | None:
+        """The task sending frames now, if any."""
+        return self._writer
 
     def deliver(self, event: Event) -> None:
         """The hub's listener: turn a session event into this client's frame, if any."""
@@ -178,46 +206,77 @@ class Connection:
             )
         )
 
-    async def run_writer(self) -> None:
-        """Send queued frames in order; close the socket when asked to; reset it when the
-        client takes no frame for ``send_timeout`` seconds."""
+    async def _write(self) -> None:
+        """Send queued frames in order, then the close if asked for; reset the connection
+        when the client takes no frame for ``send_timeout`` seconds. Ends when nothing is
+        left to send (the next frame starts a new writer)."""
         transport = (self.websocket.scope.get("extensions") or {}).get(TRANSPORT_EXTENSION)
         drain = transport.get("drain") if transport else None
         try:
-            while True:
-                await self._wake.wait()
-                self._wake.clear()
-                while self._pending:
-                    frame = self._pending.popleft()
-                    self.pending_bytes -= _frame_bytes(frame)
-                    async with asyncio.timeout(self.send_timeout):
-                        await self.websocket.send_text(dumps(frame))
-                        if drain is not None:
-                            # Else a client that stopped reading is noticed only when
-                            # another frame is sent, which may be never.
-                            await drain()
-                if self._close is not None:
-                    code, reason = self._close
-                    # The close frame queues behind the bytes the client has not read.
-                    async with asyncio.timeout(self.send_timeout):
-                        await self.websocket.close(code, reason)
-                    return
-        except TimeoutError:
-            # Before OSError, of which TimeoutError is a subclass.
+            while self._pending:
+                frame = self._pending.pop(0)
+                self.pending_bytes -= _frame_bytes(frame)
+                self._sending()
+                await self.websocket.send_text(dumps(frame))
+                if drain is not None:
+                    # Else a client that stopped reading is noticed only when another
+                    # frame is sent, which may be never.
+                    await drain()
+                self._sending_since = None
+            if self._close is not None:
+                self._done = True
+                self._sending()
+                # The close frame queues behind the bytes the client has not read.
+                await self.websocket.close(*self._close)
+        except asyncio.CancelledError:
+            if not self._stalled:
+                raise
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
             self._give_up(transport.get("abort") if transport else None)
         except (WebSocketDisconnect, RuntimeError, OSError):
             # The client went away (or the server closed the socket): nothing to send to.
             self._close = self._close or (CLOSE_NORMAL, "")
+            self._done = True
         except Exception:
             # A writer that died quietly would leave a socket that reads but never answers.
             logger.exception("cannot send a frame; closing the socket")
             self._close = (CLOSE_INTERNAL_ERROR, "internal error")
+            self._done = True
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(self.send_timeout):
                     await self.websocket.close(*self._close)
+        finally:
+            self._sending_since = None
+            self._writer = None
+            if self._watchdog is not None:
+                self._watchdog.cancel()
+                self._watchdog = None
+
+    def _sending(self) -> None:
+        """A send begins: the watchdog fires if it takes longer than ``send_timeout``. One
+        timer per writer, moved along lazily, not a timeout scope per frame."""
+        loop = asyncio.get_running_loop()
+        self._sending_since = loop.time()
+        if self._watchdog is None:
+            self._watchdog = loop.call_at(self._sending_since + self.send_timeout, self._watch)
+
+    def _watch(self) -> None:
+        self._watchdog = None
+        since, writer = self._sending_since, self._writer
+        if since is None or writer is None:
+            return
+        loop = asyncio.get_running_loop()
+        if loop.time() - since < self.send_timeout:
+            self._watchdog = loop.call_at(since + self.send_timeout, self._watch)
+            return
+        self._stalled = True
+        writer.cancel()
 
     def _give_up(self, abort: Callable[[], None] | None) -> None:
         """End a connection whose client took nothing for ``send_timeout`` seconds."""
+        self._done = True
         self._pending.clear()
         self.pending_bytes = 0
         self._close = self._close or (CLOSE_POLICY, "client is not reading its frames")
@@ -235,29 +294,31 @@ class Connection:
         # the user's socket slot.
         if abort is not None:
             abort()
+        if self.on_give_up is not None:
+            self.on_give_up()
 
 
 class Sockets:
     """The sockets open in this application, so that a shutdown can close them all and
-    wait until each writer has sent its last frame and the close."""
+    wait until each has sent its last frame and the close."""
 
     def __init__(self) -> None:
-        self._writers: dict[Connection, asyncio.Task[None]] = {}
+        self._open: dict[Connection, None] = {}
 
     def __len__(self) -> int:
-        return len(self._writers)
+        return len(self._open)
 
-    def add(self, connection: Connection, writer: asyncio.Task[None]) -> None:
-        self._writers[connection] = writer
+    def add(self, connection: Connection) -> None:
+        self._open[connection] = None
 
     def discard(self, connection: Connection) -> None:
-        self._writers.pop(connection, None)
+        self._open.pop(connection, None)
 
     async def close_all(self, code: int, reason: str, wait: float) -> None:
-        """Close every socket with ``code``; return once each writer is done, or after
-        ``wait`` seconds for those that are not."""
-        writers = set(self._writers.values())
-        for connection in list(self._writers):
+        """Close every socket with ``code``; return once each has sent the close, or after
+        ``wait`` seconds for those that have not."""
+        for connection in list(self._open):
             connection.close(code, reason)
+        writers = {w for c in list(self._open) if (w := c.writer()) is not None}
         if writers:
             await asyncio.wait(writers, timeout=wait)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import uvicorn
 from starlette.applications import Starlette
@@ -32,10 +32,13 @@ class StartupErrors:
         self.app = app
         self.error: ChatbotError | None = None
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         if scope["type"] != "lifespan":
-            await self.app(scope, receive, send)
-            return
+            # The app's own coroutine: no frame of ours held for each open socket.
+            return self.app(scope, receive, send)
+        return self._lifespan(scope, receive, send)
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
 
         async def report(message: Message) -> None:
             # Starlette sends "startup.failed" from inside its except block, with the

@@ -30,6 +30,8 @@ from __future__ import annotations
 import contextlib
 import socket
 import struct
+from collections.abc import Coroutine
+from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
@@ -44,10 +46,11 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
     """uvicorn's ``websockets-sansio`` WebSocket protocol, offering the application
     ``drain()`` and ``abort()`` through the :data:`TRANSPORT_EXTENSION` scope extension."""
 
-    async def run_asgi(self) -> None:
+    def run_asgi(self) -> Coroutine[Any, Any, None]:
         extensions = self.scope.setdefault("extensions", {})
         extensions[TRANSPORT_EXTENSION] = {"drain": self.drain, "abort": self.abort}
-        await super().run_asgi()
+        # uvicorn's own coroutine, not one of ours awaiting it: no extra frame per socket.
+        return super().run_asgi()
 
     async def drain(self) -> None:
         """Wait until the client has taken what was written, or the connection is lost."""

@@ -10,7 +10,6 @@ sends on the socket. The frames themselves are :mod:`chatbot.protocol`'s.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -118,65 +117,66 @@ async def _chat(
             await runtime.store.get_session(identity.user_id, session.id)
         except NotFound:
             connection.close(CLOSE_NOT_FOUND, "session not found")
-    writer = asyncio.create_task(connection.run_writer())
-    runtime.sockets.add(connection, writer)
-    # Timers rather than tasks: an idle socket costs two tasks (this one and its writer).
+    runtime.sockets.add(connection)
+    # A timer rather than tasks: an idle socket costs its endpoint's task alone.
     timers = _Timers(connection, identity.expires_at + runtime.verifier.leeway, settings)
     endpoint = asyncio.current_task()
     assert endpoint is not None
-    reading = True
+    gave_up = False
 
-    def writer_ended(_: object) -> None:
-        # The writer ends first when it gives up on a client that stopped reading: that
-        # client sends nothing either, and without a reset no disconnect reaches the reader.
-        if reading:
-            endpoint.cancel()
+    def give_up() -> None:
+        # The writer gave up on a client that stopped reading: that client sends nothing
+        # either, and without a reset no disconnect reaches the reader.
+        nonlocal gave_up
+        gave_up = True
+        endpoint.cancel()
 
-    writer.add_done_callback(writer_ended)
+    connection.on_give_up = give_up
     try:
         await _read(websocket, connection, runtime, session, identity.user_id)
     except asyncio.CancelledError:
-        if not writer.done() or endpoint.cancelling() > 1:
+        if not gave_up or endpoint.cancelling() > 1:
             raise  # the server cancels this socket
         endpoint.uncancel()
     finally:
-        reading = False
+        connection.on_give_up = None
         hub.unsubscribe(session.id, connection.deliver)
         timers.cancel()
         connection.close(CLOSE_NORMAL, "")
-        with contextlib.suppress(Exception):
-            await writer
+        await connection.finished()
         runtime.sockets.discard(connection)
 
 
 class _Timers:
     """Closes a socket when its token expires (4401) and when its client has sent nothing
     for ``idle_timeout`` seconds (1000 ``idle timeout``). Protocol-level pings do not count
-    (uvicorn answers them; the app never sees them); a ``{"type": "ping"}`` frame does."""
+    (uvicorn answers them; the app never sees them); a ``{"type": "ping"}`` frame does.
+
+    One loop timer for both, checked when it fires rather than rearmed on every frame: a
+    busy socket costs nothing here, an idle one a timer handle."""
 
     def __init__(self, connection: Connection, expires_at: float, settings: Settings) -> None:
         self.connection = connection
         self.idle_seconds = settings.idle_timeout
         loop = asyncio.get_running_loop()
-        self._expiry = loop.call_at(loop.time() + max(0.0, expires_at - time.time()), self._expired)
-        self._idle = loop.call_at(loop.time() + self.idle_seconds, self._check_idle)
+        self.expires = loop.time() + max(0.0, expires_at - time.time())
+        self._timer = loop.call_at(min(self.expires, loop.time() + self.idle_seconds), self._fire)
 
-    def _expired(self) -> None:
-        self.connection.close(CLOSE_UNAUTHORIZED, "token expired")
-
-    def _check_idle(self) -> None:
-        # Checked when the timer fires rather than rearmed on every frame: a busy socket
-        # costs nothing here.
-        left = self.connection.last_frame_at + self.idle_seconds - time.monotonic()
-        if left <= 0:
+    def _fire(self) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if now >= self.expires:
+            self.connection.close(CLOSE_UNAUTHORIZED, "token expired")
+            return
+        # last_frame_at is time.monotonic()'s; the loop's clock may be another's (uvloop).
+        idle_left = self.connection.last_frame_at + self.idle_seconds - time.monotonic()
+        if idle_left <= 0:
             self.connection.close(CLOSE_NORMAL, "idle timeout")
-        else:
-            loop = asyncio.get_running_loop()
-            self._idle = loop.call_at(loop.time() + left, self._check_idle)
+            return
+        self._timer = loop.call_at(min(self.expires, now + idle_left), self._fire)
 
     def cancel(self) -> None:
-        self._expiry.cancel()
-        self._idle.cancel()
+        self._timer.cancel()
 
 
 def _catch_up(runtime: Runtime, connection: Connection) -> None:
