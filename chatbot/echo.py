@@ -38,10 +38,8 @@ class EchoBackend(Backend):
             if index and self.delay:
                 await asyncio.sleep(self.delay)
             yield chunk
-        prompt = [m.content for m in request.messages]
+        prompt = " ".join(m.content for m in request.messages)
         if request.system_prompt:
-            prompt.append(request.system_prompt)
-        yield Usage(
-            input_tokens=sum(len(text.split()) for text in prompt),
-            output_tokens=len(chunks),
-        )
+            prompt += " " + request.system_prompt
+        # The words of the prompt: one split of the whole, cheaper than one per message.
+        yield Usage(input_tokens=len(prompt.split()), output_tokens=len(chunks))

@@ -14,6 +14,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from chatbot.backends import Backend, ChatMessage, ChatRequest, Usage
 from chatbot.chat.deadlines import Deadlines, guarded
@@ -95,7 +96,7 @@ class Turn:
         self.usage: Usage | None = None
         self.backend: str | None = None
         self.model: str | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._task: asyncio.Task[Any] | None = None
 
     def cancel(self) -> bool:
         """Stop the reply (before the stream starts, the flag alone keeps the backend from
@@ -204,21 +205,20 @@ class Turn:
     async def _generate(
         self, attempts: list[tuple[Backend, ChatRequest]]
     ) -> tuple[Status, BackendError | None]:
-        """Stream the reply; how it ended, and the failure to report, if any."""
-        task = self._task = asyncio.create_task(self._stream_with_fallback(attempts))
+        """Stream the reply; how it ended, and the failure to report, if any. It streams in
+        the worker's own task (no task of its own): a cancel cancels that task while it
+        streams, and is taken back here."""
         if self.cancelled:
-            task.cancel()
+            # Cancelled before the stream started: the backend is not called at all.
+            return "cancelled", None
+        self._task = asyncio.current_task()
         try:
-            # Wait without being cancelled by the stream's own cancellation (a `cancel`).
-            await asyncio.wait({task})
-            if self.cancelled or task.cancelled():
-                return "cancelled", None
-            task.result()
+            await self._stream_with_fallback(attempts)
         except asyncio.CancelledError:
-            # The worker itself is being cancelled: stop the stream, store what we have.
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            # A cancel (or the worker itself being cancelled): stop the stream, which the
+            # closing of its generator has done, and store what we have.
+            if self._task is not None:
+                self._task.uncancel()
             return "cancelled", None
         except BackendError as exc:
             # The operator's record; the message is the backend's own, never a vendor's body.
@@ -230,6 +230,8 @@ class Turn:
         except Exception:
             logger.exception("backend %r failed", self.backend)
             return "error", BackendError("the model backend failed", kind="backend_error")
+        finally:
+            self._task = None
         return "complete", None
 
     def _request(self, backend: Backend, history: list[ChatMessage]) -> ChatRequest:

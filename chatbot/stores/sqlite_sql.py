@@ -122,11 +122,12 @@ def insert_message(
     the caller's transaction (or savepoint) is then rolled back, and nothing is written.
     The unique indexes decide, in the insert itself: no lookup before it.
     """
-    before = touch(db, owner, session_id, stamp(now), 1)
+    when = stamp(now)
+    before = touch(db, owner, session_id, when, 1)
     cursor = db.execute(
         INSERT_MESSAGE + " ON CONFLICT DO NOTHING",
         (session_id, role, content, status, client_id, reply_to, backend, model,
-         usage_json(usage), stamp(now)),
+         usage_json(usage), when),
     )  # fmt: skip
     if cursor.rowcount == 0:
         found = None
