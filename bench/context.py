@@ -94,9 +94,13 @@ class Context:
         path.mkdir(parents=True)
         return path
 
-    def chatbot(self, folder: Path, database: Path | None = None) -> Server:
+    def chatbot(
+        self, folder: Path, database: Path | None = None, synchronous: str | None = None
+    ) -> Server:
         """A chatbot server (not started) on ``database``, by default a new one in ``folder``."""
-        return servers.chatbot_server(folder, database or folder / "chat.db", self.tokens.secret)
+        return servers.chatbot_server(
+            folder, database or folder / "chat.db", self.tokens.secret, synchronous
+        )
 
     def bare(self, folder: Path) -> Server:
         """A bare server (not started)."""

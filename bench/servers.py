@@ -90,7 +90,9 @@ def _clean_environment() -> dict[str, str]:
     return env
 
 
-def chatbot_environment(workdir: Path, database: Path, secret: str) -> dict[str, str]:
+def chatbot_environment(
+    workdir: Path, database: Path, secret: str, synchronous: str | None = None
+) -> dict[str, str]:
     """The environment of a benchmarked ``chatbot serve`` (and of ``chatbot migrate``)."""
     config = workdir / "chatbot.toml"
     config.write_text(CHATBOT_TOML)
@@ -99,7 +101,8 @@ def chatbot_environment(workdir: Path, database: Path, secret: str) -> dict[str,
     env.update(
         CHATBOT_CONFIG=str(config),
         CHATBOT_JWT_SECRET=secret,
-        CHATBOT_DATABASE_URL=f"sqlite:///{database}",
+        CHATBOT_DATABASE_URL=f"sqlite:///{database}"
+        + (f"?synchronous={synchronous}" if synchronous else ""),
         CHATBOT_DATA_DIR=str(workdir / "data"),
         CHATBOT_LOG_LEVEL="warning",
         # A stop need not wait for replies in flight: the clients are gone by then.
@@ -208,9 +211,12 @@ class Server:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def chatbot_server(workdir: Path, database: Path, secret: str) -> Server:
-    """``chatbot serve`` with the echo backends, auth on, and its own SQLite file."""
-    env = chatbot_environment(workdir, database, secret)
+def chatbot_server(
+    workdir: Path, database: Path, secret: str, synchronous: str | None = None
+) -> Server:
+    """``chatbot serve`` with the echo backends, auth on, and its own SQLite file (with
+    ``synchronous``, the database URL's ``?synchronous=`` setting)."""
+    env = chatbot_environment(workdir, database, secret, synchronous)
     return Server("chatbot", ["-m", "chatbot", "serve", "--no-link"], env, workdir)
 
 

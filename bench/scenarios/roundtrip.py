@@ -20,6 +20,8 @@ PAYLOAD = json.dumps({"message": "hello there, how are you?"})
 #: Round trips at this many connections should reach half of the bare echo's.
 THROUGHPUT_LEVEL = 100
 THROUGHPUT_TARGET = 0.5
+#: Where the same server on synchronous=normal is measured too.
+NORMAL_LEVELS = (1, 100)
 
 
 def connections(count: int) -> str:
@@ -30,31 +32,43 @@ async def run(ctx: Context) -> Outcome:
     profile = ctx.profile
     folder = ctx.folder("roundtrip")
     bare, chatbot = ctx.bare(folder), ctx.chatbot(folder)
+    # The same server on synchronous=normal (see docs/performance.md): what FULL costs.
+    normal_folder = ctx.folder("roundtrip-normal")
+    normal = ctx.chatbot(normal_folder, synchronous="normal")
     # A server past its first few thousand commits reuses its log (see fsync).
     fsync = ctx.commit_times().reused_ms
     rows: list[Row] = []
     details: dict[str, object] = {"fsync_ms": fsync}
-    with ctx.running(bare, chatbot):
+    with ctx.running(bare, chatbot, normal):
         for level in profile.roundtrip_levels:
+            with_normal = level in NORMAL_LEVELS
             bare_conns = await open_many([(bare.ws_url("/ws/echo"), {})] * level, first_frame=False)
             users = [ctx.tokens.header(f"rt{level}-{n}") for n in range(level)]
             chat_conns = await open_many(
                 [(chatbot.ws_url("/ws/chat/"), headers) for headers in users], first_frame=True
             )
-            try:
-                results = await interleaved(
-                    profile.rounds,
-                    {
-                        "bare": watched(
-                            bare, partial(roundtrips, bare_conns, PAYLOAD, profile.duration)
-                        ),
-                        "chatbot": watched(
-                            chatbot, partial(roundtrips, chat_conns, PAYLOAD, profile.duration)
-                        ),
-                    },
+            normal_conns = (
+                await open_many(
+                    [(normal.ws_url("/ws/chat/"), headers) for headers in users],
+                    first_frame=True,
                 )
+                if with_normal
+                else []
+            )
+            measures = {
+                "bare": watched(bare, partial(roundtrips, bare_conns, PAYLOAD, profile.duration)),
+                "chatbot": watched(
+                    chatbot, partial(roundtrips, chat_conns, PAYLOAD, profile.duration)
+                ),
+            }
+            if with_normal:
+                measures["normal"] = watched(
+                    normal, partial(roundtrips, normal_conns, PAYLOAD, profile.duration)
+                )
+            try:
+                results = await interleaved(profile.rounds, measures)
             finally:
-                drop_all(bare_conns + chat_conns)
+                drop_all(bare_conns + chat_conns + normal_conns)
             details[f"{level} conns"] = summaries(results)
             rate = Row(
                 "roundtrip",
@@ -83,4 +97,21 @@ async def run(ctx: Context) -> Outcome:
                 bare=across(results["bare"], "p99_ms"),
             )
             rows += [rate, p50, p99]
+            if with_normal:
+                rows += [
+                    Row(
+                        "roundtrip",
+                        f"round trips/s, {connections(level)}, synchronous=normal",
+                        "/s",
+                        chatbot=across(results["normal"], "rate_per_s"),
+                        bare=across(results["bare"], "rate_per_s"),
+                    ),
+                    Row(
+                        "roundtrip",
+                        f"round-trip p50, {connections(level)}, synchronous=normal",
+                        "ms",
+                        chatbot=across(results["normal"], "p50_ms"),
+                        bare=across(results["bare"], "p50_ms"),
+                    ),
+                ]
     return Outcome(rows, details)
