@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 import sqlite3
@@ -14,6 +15,7 @@ import pytest
 
 from chatbot.errors import ConfigError, DuplicateMessage
 from chatbot.stores import store_for_url
+from chatbot.stores.base import UserMessage
 from chatbot.stores.sqlite import SQLiteStore, path_from_url
 from chatbot.stores.sqlite_migrations import MIGRATIONS
 from tests.store_contract import StoreContract, StoreHarness, open_store
@@ -319,3 +321,35 @@ def test_an_unknown_synchronous_setting_says_what_to_write(tmp_path: Path) -> No
         "the SQLite URL asks for synchronous='off'; write ?synchronous=full (the default) "
         "or ?synchronous=normal (see docs/performance.md)"
     )
+
+
+def test_concurrent_writes_share_commits_and_a_failing_one_fails_alone(tmp_path: Path) -> None:
+    """Writes from many sessions at once are group-committed: far fewer commits than
+    writes. A write that fails in a group (a repeated id) is undone alone."""
+    url = sqlite_url(tmp_path / "group.db")
+    with open_store(SQLiteStore(url), migrations=MIGRATION_NAMES) as store:
+        sessions = [store.create_session(f"user{n}", backend="echo") for n in range(40)]
+        store.add_message("user0", sessions[0].id, role="user", content="x", client_id="taken")
+        statements: list[str] = []
+        store.store.db.writer.set_trace_callback(statements.append)
+
+        async def together() -> list[object]:
+            writes = [
+                store.store.add_user_message(s.owner, s.id, content="hi", client_id=f"c{n}")
+                for n, s in enumerate(sessions)
+            ]
+            repeated = store.store.add_user_message(
+                "user0", sessions[0].id, content="again", client_id="taken"
+            )
+            return await asyncio.gather(*writes, repeated, return_exceptions=True)
+
+        results = store.run(together())
+        store.store.db.writer.set_trace_callback(None)
+        commits = [s for s in statements if s.strip().upper() == "COMMIT"]
+        assert isinstance(results[-1], DuplicateMessage)
+        assert all(isinstance(r, UserMessage) for r in results[:-1])
+        assert 1 <= len(commits) < 10, f"{len(commits)} commits for 41 writes"
+        for n, session in enumerate(sessions):
+            found = store.find_user_message(session.owner, session.id, f"c{n}")
+            assert found is not None and found.content == "hi"
+        assert store.get_session("user0", sessions[0].id).message_count == 2

@@ -197,3 +197,8 @@ class Database:
     def reader(self) -> sqlite3.Connection:
         """The reading connection, for tests that inspect pragmas and query plans."""
         return self._thread(self._reader).connection
+
+    @property
+    def writer(self) -> sqlite3.Connection:
+        """The writing connection, for tests that trace its statements."""
+        return self._thread(self._writer).connection
