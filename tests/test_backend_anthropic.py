@@ -35,8 +35,9 @@ from tests.processes import ServeProcess
 
 KEY = "sk-ant-test-key-0123456789-do-not-leak"
 Item = str | Usage
-#: A pause of the fake longer than any test: it ends early only if the client goes away.
-HELD = 600.0
+#: A pause of the fake longer than any wait of the test: it ends early only if the client
+#: goes away.
+HELD = 60.0
 
 
 @pytest.fixture(autouse=True)

@@ -23,8 +23,9 @@ from tests.fakes.openai_server import Failure, FakeOpenAI, RecordedRequest, Repl
 
 KEY = "sk-test-0123456789abcdefSECRET"
 KEY_ENV = "CHATBOT_TEST_OPENAI_KEY"
-#: A pause of the fake longer than any test: it ends early only if the client goes away.
-HELD = 600.0
+#: A pause of the fake longer than any wait of the test: it ends early only if the client
+#: goes away.
+HELD = 60.0
 HELLO = ChatRequest(messages=[ChatMessage("user", "Hello there")])
 
 
