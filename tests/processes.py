@@ -9,13 +9,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 
-from tests.conftest import SECRET
+from tests.conftest import SECRET, wait_for
 
 #: Variables of the test runner's own environment that could change what a server does.
 FOREIGN_PREFIXES = ("CHATBOT_", "OPENAI_", "ANTHROPIC_")
@@ -69,14 +68,17 @@ class ServeProcess:
                 [sys.executable, *self.command(self.port)],
                 cwd=self.cwd, env=self.env, stdout=output, stderr=subprocess.STDOUT,
             )  # fmt: skip
-        deadline = time.monotonic() + 20
-        while True:
+        process = self.process
+
+        def healthy() -> bool:
             with contextlib.suppress(httpx.TransportError):
                 if httpx.get(f"{self.url}/healthz").status_code == 200:
-                    return self
-            assert self.process.poll() is None, self.log.read_text()
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.05)
+                    return True
+            assert process.poll() is None, self.log.read_text()  # it died: say why
+            return False
+
+        wait_for(healthy, "the server to start", 20)
+        return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -20,7 +19,14 @@ from starlette.routing import Mount, Route, WebSocketRoute
 
 from chatbot.app import create_app
 from chatbot.openapi import document
-from tests.conftest import SECRET, LiveServer, ServerFactory, make_token, recv_json
+from tests.conftest import (
+    SECRET,
+    LiveServer,
+    ServerFactory,
+    make_token,
+    recv_json,
+    wait_for,
+)
 
 ALICE = make_token("alice")
 
@@ -72,18 +78,20 @@ def test_uvicorn_factory(tmp_path: Path) -> None:
             command, cwd=tmp_path, env=env, stdout=output, stderr=subprocess.STDOUT
         )
     try:
-        deadline = time.monotonic() + 20
-        while True:
+
+        def answer() -> list[httpx.Response]:
             try:
-                response = httpx.get(
-                    f"http://127.0.0.1:{port}/api/sessions",
-                    headers={"Authorization": f"Bearer {ALICE}"},
-                )
-                break
+                return [
+                    httpx.get(
+                        f"http://127.0.0.1:{port}/api/sessions",
+                        headers={"Authorization": f"Bearer {ALICE}"},
+                    )
+                ]
             except httpx.TransportError:
                 assert process.poll() is None, log.read_text()
-                assert time.monotonic() < deadline, "the server did not start"
-                time.sleep(0.1)
+                return []
+
+        [response] = wait_for(answer, "uvicorn to serve the app", 20)
         assert response.status_code == 200
         assert response.json() == {"sessions": [], "next_cursor": None}
     finally:

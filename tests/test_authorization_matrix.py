@@ -15,7 +15,6 @@ import dataclasses
 import json
 import secrets
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -32,6 +31,7 @@ from tests.conftest import (
     expect_close,
     make_token,
     recv_json,
+    wait_for,
 )
 
 ALICE = make_token("alice")
@@ -341,10 +341,8 @@ def test_b_cannot_cancel_a_s_reply(server: LiveServer, alice: AliceSession) -> N
         reader = threading.Thread(target=alice_reads)
         reader.start()
         # Wait until A's reply is being generated, then let B try to stop it.
-        deadline = time.monotonic() + 10
-        while not replies and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert replies and replies[0]["type"] == "delta"
+        wait_for(lambda: replies, "the first frame of A's reply", 10)
+        assert replies[0]["type"] == "delta"
         b.send(json.dumps({"type": "cancel"}))
         b.send(json.dumps({"type": "cancel", "session_id": alice.session_id}))
         b.send(json.dumps({"type": "cancel", "id": "slow"}))

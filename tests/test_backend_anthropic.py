@@ -17,7 +17,7 @@ from websockets.sync.client import connect
 from chatbot.backends import ChatMessage, ChatRequest, Usage, discover
 from chatbot.errors import BackendError, ConfigError
 from chatbot.settings import BackendConfig
-from tests.conftest import LiveServer, ServerFactory, bearer, make_token, recv_json
+from tests.conftest import LiveServer, ServerFactory, bearer, make_token, recv_json, wait_for
 from tests.fakes.anthropic_server import (
     FakeAnthropic,
     MidStreamDrop,
@@ -35,6 +35,9 @@ from tests.processes import ServeProcess
 
 KEY = "sk-ant-test-key-0123456789-do-not-leak"
 Item = str | Usage
+#: A pause of the fake longer than any wait of the test: it ends early only if the client
+#: goes away.
+HELD = 60.0
 
 
 @pytest.fixture(autouse=True)
@@ -340,7 +343,8 @@ def test_stall_before_the_first_byte_times_out(
         "retryable": True,
     }
     # The server closed the plugin's stream, and that aborted the upstream request.
-    assert fake.wait_until(lambda: fake.last.aborted), "the stalled request was not aborted"
+    wait_for(lambda: fake.last.finished, "the stalled request to end")
+    assert fake.last.aborted
 
 
 def test_the_whole_reply_is_bounded(
@@ -354,7 +358,8 @@ def test_the_whole_reply_is_bounded(
         "the reply took longer than 1 s (total_timeout of the backend 'claude')"
     )
     assert 1 <= len(deltas) < 100
-    assert fake.wait_until(lambda: fake.last.aborted)
+    wait_for(lambda: fake.last.finished, "the upstream request to end")
+    assert fake.last.aborted
     with server.http(make_token("alice")) as http:
         stored = http.get(f"/api/sessions/{session_id}/messages").json()["messages"]
     assert (stored[-1]["status"], stored[-1]["content"]) == ("error", "".join(deltas))
@@ -398,43 +403,45 @@ def test_connection_dropped_mid_stream(fake: FakeAnthropic, upstream: LiveServer
 def test_closing_the_stream_aborts_the_upstream_request(
     fake: FakeAnthropic, upstream: LiveServer
 ) -> None:
-    fake.script(Reply([f"w{n} " for n in range(100)], delay=0.05))
+    # The fake holds its second chunk until the test ends (or the client goes away).
+    fake.script(Reply(["w0 ", "w1 "], delay=HELD))
     backend = backend_for(upstream)
 
     async def main() -> list[Item]:
         await backend.start()
         try:
             stream = cast(AsyncGenerator[Item, None], backend.stream(ask("hi")))
-            got = [await anext(stream), await anext(stream)]
+            got = [await anext(stream)]
             await stream.aclose()
             return got
         finally:
             await backend.aclose()
 
-    assert asyncio.run(main()) == ["w0 ", "w1 "]
-    assert fake.wait_until(lambda: fake.last.aborted), "the upstream request was not aborted"
-    assert fake.last.sent_chunks < 100
+    assert asyncio.run(main()) == ["w0 "]
+    wait_for(lambda: fake.last.finished, "the upstream request to end")
+    # It ended while the fake still held the rest: the client went away.
+    assert (fake.last.aborted, fake.last.sent_chunks) == (True, 1)
 
 
 def test_cancelling_the_task_aborts_the_upstream_request(
     fake: FakeAnthropic, upstream: LiveServer
 ) -> None:
-    fake.script(Reply([f"w{n} " for n in range(100)], delay=0.05))
+    # The fake holds its second chunk until the test ends (or the client goes away).
+    fake.script(Reply(["w0 ", "w1 "], delay=HELD))
     backend = backend_for(upstream)
     received: list[Item] = []
 
-    async def consume(two: asyncio.Event) -> None:
+    async def consume(one: asyncio.Event) -> None:
         async for item in backend.stream(ask("hi")):
             received.append(item)
-            if len(received) == 2:
-                two.set()
+            one.set()
 
     async def main() -> None:
         await backend.start()
         try:
-            two = asyncio.Event()
-            task = asyncio.create_task(consume(two))
-            await asyncio.wait_for(two.wait(), 10)
+            one = asyncio.Event()
+            task = asyncio.create_task(consume(one))
+            await asyncio.wait_for(one.wait(), 10)
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
@@ -442,8 +449,10 @@ def test_cancelling_the_task_aborts_the_upstream_request(
             await backend.aclose()
 
     asyncio.run(main())
-    assert fake.wait_until(lambda: fake.last.aborted), "the upstream request was not aborted"
-    assert fake.last.sent_chunks < 100
+    assert received == ["w0 "]
+    wait_for(lambda: fake.last.finished, "the upstream request to end")
+    # It ended while the fake still held the rest: the client went away.
+    assert (fake.last.aborted, fake.last.sent_chunks) == (True, 1)
 
 
 @pytest.mark.parametrize(

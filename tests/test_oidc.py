@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import select
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
@@ -158,15 +158,25 @@ def test_pkce_is_required_by_the_provider(provider: Provider) -> None:
 # -- discovery ------------------------------------------------------------------------------
 
 
-def test_provider_down_at_start_then_up(start_server: ServerFactory) -> None:
+def test_provider_down_at_start_then_up(
+    start_server: ServerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
     """The server starts without the provider, refuses tokens, and takes them once it is up."""
     port = free_port()
     issuer = f"http://127.0.0.1:{port}"
-    started = time.monotonic()
-    server = start_oidc(start_server, issuer, jwt_jwks_refresh_seconds=1)
-    assert time.monotonic() - started < 5
-    with server.http() as http:
-        assert http.get("/healthz").status_code == 200
+    with caplog.at_level(logging.WARNING, logger="chatbot.oidc"):
+        # Nothing listens at the issuer: a start that waited for it would never end.
+        server = start_oidc(start_server, issuer, jwt_jwks_refresh_seconds=1)
+        with server.http() as http:
+            assert http.get("/healthz").status_code == 200
+        # What the operator reads about it.
+        wait_for(lambda: "discovery document" in caplog.text, "the warning about the provider")
+    [first, *_] = [r.getMessage() for r in caplog.records if r.name == "chatbot.oidc"]
+    assert first.startswith(
+        f"cannot read the OpenID Connect discovery document of {issuer}: cannot reach the "
+        "discovery URL: "
+    )
+    assert first.endswith("; tokens are refused until it can be read")
     forged = sign(rsa_key(), iss=issuer, aud=CLIENT_ID)
     assert_refused(server, forged)
 
@@ -209,30 +219,92 @@ def test_discovery_starts_with_the_server(
     assert provider.count("/jwks") == 0  # the keys themselves come with the first token
 
 
-def test_a_provider_that_does_not_answer_holds_up_neither_start_nor_requests(
-    start_server: ServerFactory, monkeypatch: pytest.MonkeyPatch
+class SilentProvider:
+    """An issuer's address that accepts connections and reads their requests, but answers
+    none of them: each stays open, unanswered, until the test ends."""
+
+    def __init__(self, stack: contextlib.ExitStack) -> None:
+        self.sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.sock.setblocking(False)
+        self.stack = stack
+        self.requests: list[bytes] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+
+    def asked(self) -> bool:
+        """Whether a connection waits to be taken (the kernel accepted it already)."""
+        return bool(select.select([self.sock], [], [], 0)[0])
+
+    def take(self) -> list[bytes]:
+        """Take the connections made so far; the request line of each one, ever."""
+        while self.asked():
+            connection, _ = self.sock.accept()
+            self.stack.enter_context(connection)
+            connection.settimeout(10)
+            # A client writes its request before it waits for the answer.
+            self.requests.append(connection.recv(65536).split(b"\r\n", 1)[0])
+        return self.requests
+
+
+@pytest.fixture
+def silent() -> Iterator[SilentProvider]:
+    with contextlib.ExitStack() as stack:
+        yield SilentProvider(stack)
+
+
+def oidc_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "chatbot.oidc"]
+
+
+DISCOVERY_REQUEST = f"GET {DISCOVERY} HTTP/1.1".encode()
+
+
+def test_a_provider_that_does_not_answer_does_not_hold_up_the_start(
+    silent: SilentProvider,  # set up first, stopped last: the server stops before it
+    start_server: ServerFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    monkeypatch.setattr(chatbot.oidc, "FETCH_TIMEOUT", 1.0)
-    # A socket that accepts connections (the kernel does) but never answers.
-    silent = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    silent.bind(("127.0.0.1", 0))
-    silent.listen(16)
-    try:
-        issuer = f"http://127.0.0.1:{silent.getsockname()[1]}"
-        started = time.monotonic()
-        server = start_oidc(start_server, issuer, jwt_jwks_refresh_seconds=1)
+    # Longer than the test: the discovery request can end only when the server stops.
+    monkeypatch.setattr(chatbot.oidc, "FETCH_TIMEOUT", 600.0)
+    with caplog.at_level(logging.WARNING, logger="chatbot.oidc"):
+        # A start that waited for the discovery document would never end.
+        server = start_oidc(start_server, silent.url)
         with server.http() as http:
             assert http.get("/healthz").status_code == 200
-        assert time.monotonic() - started < 1  # not waiting for the provider
+        wait_for(silent.asked, "the server to ask for the discovery document")
+        assert silent.take() == [DISCOVERY_REQUEST]
+        # Still waiting for the answer: the server has not given up on the provider.
+        assert oidc_warnings(caplog) == []
+
+
+def test_a_provider_that_does_not_answer_holds_up_a_request_only_until_the_timeout(
+    silent: SilentProvider,  # set up first, stopped last: the server stops before it
+    start_server: ServerFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setattr(chatbot.oidc, "FETCH_TIMEOUT", 1.0)
+    with caplog.at_level(logging.WARNING, logger="chatbot.oidc"):
+        server = start_oidc(start_server, silent.url)
         result: list[int] = []
-        token = sign(rsa_key(), iss=issuer, aud=CLIENT_ID)
+        token = sign(rsa_key(), iss=silent.url, aud=CLIENT_ID)
         waiting = threading.Thread(target=lambda: result.append(http_status(server, token)))
         waiting.start()
-        waiting.join(timeout=10)
+        waiting.join(timeout=30)
+        # Answered while the provider holds the only request it got, unanswered: the
+        # server's own timeout ended the wait.
         assert result == [401]
-        assert time.monotonic() - started < 4  # the timeout, not the provider, ended it
-    finally:
-        silent.close()
+        assert silent.take() == [DISCOVERY_REQUEST]
+        wait_for(lambda: oidc_warnings(caplog), "the warning about the provider")
+    assert oidc_warnings(caplog) == [
+        f"cannot read the OpenID Connect discovery document of {silent.url}: the discovery "
+        "URL did not answer within 1 s; tokens are refused until it can be read"
+    ]
 
 
 @pytest.mark.parametrize(

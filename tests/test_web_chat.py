@@ -5,7 +5,6 @@ with a pasted token."""
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ from tests.browser import (
     send_message,
     wait_for_replies,
 )
-from tests.conftest import LiveServer, ServerFactory, bearer, make_token
+from tests.conftest import LiveServer, ServerFactory, bearer, make_token, wait_for
 from tests.processes import ServeProcess
 
 pytestmark = pytest.mark.e2e
@@ -66,15 +65,16 @@ def wait_while_streaming(page: Page, shown: str, not_yet: str) -> None:
 
 def wait_for_link(serve: ServeProcess) -> str:
     """The sign-in link ``chatbot serve`` printed on start."""
-    deadline = time.monotonic() + 15
-    while True:
-        found = LINK.search(serve.log.read_text(encoding="utf-8", errors="replace"))
-        if found:
-            return found.group(1)
-        assert time.monotonic() < deadline, (
-            "chatbot serve printed no 'Chat in your browser: ' link:\n" + serve.log.read_text()
-        )
-        time.sleep(0.05)  # polling the log file for the line, with a deadline
+
+    def printed() -> re.Match[str] | None:
+        return LINK.search(serve.log.read_text(encoding="utf-8", errors="replace"))
+
+    try:
+        found: re.Match[str] = wait_for(printed, "a 'Chat in your browser: ' link", 15)
+    except AssertionError as failure:
+        printed_so_far = serve.log.read_text(encoding="utf-8", errors="replace")
+        raise AssertionError(f"{failure}; chatbot serve printed:\n{printed_so_far}") from None
+    return found.group(1)
 
 
 # Signing in ---------------------------------------------------------------------------------

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.backends import FlakyBackend, StoreProbeBackend
-from tests.conftest import LiveServer, ServerFactory, expect_close, make_token, recv_json
+from tests.conftest import (
+    LiveServer,
+    ServerFactory,
+    expect_close,
+    make_token,
+    recv_json,
+    wait_for,
+)
 
 ALICE = make_token("alice")
 
@@ -330,13 +336,12 @@ def test_closed_socket_does_not_lose_the_reply(server: LiveServer) -> None:
         session_id = recv_json(ws)["session_id"]
         ws.send(json.dumps({"message": "bye"}))
     with server.http(ALICE) as http:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+
+        def stored() -> list[str]:
             messages = http.get(f"/api/sessions/{session_id}/messages").json()["messages"]
-            if len(messages) == 2:
-                break
-            time.sleep(0.05)
-    assert [m["content"] for m in messages] == ["bye", "Echo: bye"]
+            return [m["content"] for m in messages] if len(messages) >= 2 else []
+
+        assert wait_for(stored, "the reply to be stored", 10) == ["bye", "Echo: bye"]
 
 
 def test_unpaired_surrogates_are_refused_and_the_socket_keeps_answering(

@@ -43,9 +43,8 @@ import contextlib
 import itertools
 import json
 import threading
-import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -192,15 +191,6 @@ class FakeAnthropic:
     @property
     def last(self) -> RecordedRequest:
         return self.requests[-1]
-
-    def wait_until(self, predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-        """Poll ``predicate`` (the server runs in another thread) until true or ``timeout``."""
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.01)
-        return True
 
     def _next(self) -> Scripted:
         with self._lock:

@@ -42,6 +42,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
+from tests.conftest import wait_for
+
 Outcome = Literal["pending", "completed", "aborted", "dropped", "rejected"]
 
 
@@ -178,11 +180,8 @@ class FakeOpenAI:
             return list(self._requests)
 
     def wait_for_requests(self, count: int, timeout: float = 10) -> list[RecordedRequest]:
-        deadline = time.monotonic() + timeout
-        while len(self.requests) < count:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{len(self.requests)} requests came, not {count}")
-            time.sleep(0.01)
+        """Wait until ``count`` requests came; all the requests."""
+        wait_for(lambda: len(self.requests) >= count, f"{count} requests to the fake", timeout)
         return self.requests
 
     # -- used by the app -------------------------------------------------------------
