@@ -1,9 +1,10 @@
 """Two SQLite connections, each on its own thread: one that writes with group commit, one
 that reads.
 
-Writes from all sessions go to one thread, which takes whatever is waiting, runs each piece
-in its own savepoint inside one ``BEGIN IMMEDIATE`` transaction and commits once: one
-fsync for the lot, and a failing piece rolls back alone. Each caller's future resolves
+Writes from all sessions go to one thread, which takes whatever is waiting, runs the pieces
+inside one ``BEGIN IMMEDIATE`` transaction and commits once: one fsync for the lot. When a
+piece fails, the group is run again with a savepoint around each piece, so that the
+failing piece rolls back alone. Each caller's future resolves
 only after that commit, so a frame that acknowledges a write is still sent only once the
 write is on disk. Reads go to another thread and connection; in WAL mode they never wait
 for the writer.
@@ -98,16 +99,29 @@ class _Thread:
             db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             return [(future, None, exc) for _, future in batch]
+        # The usual group: every piece succeeds, and none needs a savepoint of its own.
         outcomes: list[_Outcome] = []
-        alone = len(batch) == 1
         for work, future in batch:
-            if alone:
-                try:
-                    outcomes.append((future, work(db), None))
-                except BaseException as exc:
-                    db.execute("ROLLBACK")
+            try:
+                outcomes.append((future, work(db), None))
+            except BaseException as exc:
+                db.execute("ROLLBACK")
+                if len(batch) == 1:
                     return [(future, None, exc)]
-                continue
+                # A piece failed (a repeated id, a deleted session): run the group again,
+                # each piece in a savepoint, so that only the failing ones are undone. The
+                # pieces are functions of the database alone, so running one twice is safe.
+                return self._commit_pieces(batch)
+        return self._finish(outcomes)
+
+    def _commit_pieces(self, batch: list[tuple[Work, asyncio.Future[Any]]]) -> list[_Outcome]:
+        db = self.connection
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            return [(future, None, exc) for _, future in batch]
+        outcomes: list[_Outcome] = []
+        for work, future in batch:
             db.execute("SAVEPOINT piece")
             try:
                 outcomes.append((future, work(db), None))
@@ -116,6 +130,10 @@ class _Thread:
                 db.execute("ROLLBACK TO piece")
                 outcomes.append((future, None, exc))
             db.execute("RELEASE piece")
+        return self._finish(outcomes)
+
+    def _finish(self, outcomes: list[_Outcome]) -> list[_Outcome]:
+        db = self.connection
         try:
             db.execute("COMMIT")
         except sqlite3.Error as exc:
