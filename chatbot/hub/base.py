@@ -110,10 +110,6 @@ class Hub(abc.ABC):
     def cancel(self, session_id: str) -> None:
         """Ask whoever generates the session's reply to stop it."""
 
-    @abc.abstractmethod
-    def close_here(self, code: int, reason: str) -> None:
-        """Close every socket of this process (it is shutting down), on every session."""
-
     def close_session(self, session_id: str, code: int, reason: str) -> None:
         """The session was deleted: stop its reply and close its sockets with ``code``."""
         self.cancel(session_id)

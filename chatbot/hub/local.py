@@ -84,7 +84,3 @@ class LocalHub(Hub):
     def cancel(self, session_id: str) -> None:
         if self._cancel is not None:
             self._cancel(session_id)
-
-    def close_here(self, code: int, reason: str) -> None:
-        for session_id in list(self._listeners):
-            self.publish(Closed(session_id, code, reason))
