@@ -7,7 +7,6 @@ import asyncio
 import concurrent.futures
 import contextlib
 import os
-import signal
 import sys
 import threading
 from collections.abc import Coroutine, Iterator
@@ -23,6 +22,7 @@ from chatbot.terminal.endpoint import (
     default_url,
 )
 from chatbot.terminal.errors import ChatError, Unreachable
+from chatbot.terminal.interrupt import CtrlC, read_line
 from chatbot.terminal.link import Link
 from chatbot.terminal.screen import PROMPT, REPLY, Screen, printable, status_mark
 
@@ -52,11 +52,6 @@ class Loop:
         self._thread.start()
 
     def _run(self) -> None:
-        # The kernel hands a process signal to any thread that does not block it. Were
-        # Ctrl-C's SIGINT to land here, the main thread waiting in readline would not wake
-        # up to raise KeyboardInterrupt until its next keystroke.
-        if hasattr(signal, "pthread_sigmask"):
-            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         self.loop.run_forever()
 
     def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
@@ -90,16 +85,16 @@ class Chat:
                 import readline  # noqa: F401 (input() edits lines and keeps history with it)
         self.screen = Screen(out, err, interactive)
         self.api = Api(server, credentials)
+        self.ctrl_c = CtrlC()
         self.loop = Loop()
         self.link = Link(server, credentials, self.screen)
         self.link.on_fatal = self._wake
         self._listed: list[str] = []
-        self._main = threading.get_ident()
 
     def _wake(self) -> None:
         """Leave at once when the chat cannot go on, also while waiting at the prompt."""
         if self.screen.typing:
-            signal.pthread_kill(self._main, signal.SIGINT)
+            self.ctrl_c.interrupt()
 
     def start(self, session_id: str | None) -> None:
         """Open the first session, or continue ``session_id``; raises ChatError."""
@@ -134,7 +129,7 @@ class Chat:
         while not self.link.failed():
             self.screen.typing = True
             try:
-                line = input(self.screen.prompt)
+                line = read_line(self.screen.prompt)
             except EOFError:
                 if self.screen.interactive:
                     self.screen.write("\n")
@@ -274,10 +269,13 @@ class Chat:
         self.screen.line(f"title: {printable(session['title'] or '')}")
 
     def close(self) -> None:
-        with contextlib.suppress(Exception, KeyboardInterrupt):
-            self.loop.run(self.link.close())
-        self.loop.close()
-        self.api.close()
+        try:
+            with contextlib.suppress(Exception, KeyboardInterrupt):
+                self.loop.run(self.link.close())
+            self.loop.close()
+            self.api.close()
+        finally:
+            self.ctrl_c.close()
 
 
 def chat(url: str | None, session_id: str | None) -> int:
