@@ -90,11 +90,13 @@ class Chat:
         self.link = Link(server, credentials, self.screen)
         self.link.on_fatal = self._wake
         self._listed: list[str] = []
+        self._prompting = threading.Lock()
 
     def _wake(self) -> None:
         """Leave at once when the chat cannot go on, also while waiting at the prompt."""
-        if self.screen.typing:
-            self.ctrl_c.interrupt()
+        with self._prompting:
+            if self.screen.typing:
+                self.ctrl_c.interrupt()
 
     def start(self, session_id: str | None) -> None:
         """Open the first session, or continue ``session_id``; raises ChatError."""
@@ -126,9 +128,14 @@ class Chat:
     def run(self) -> int:
         """Read and act on lines until /quit or end of input; the exit status."""
         interrupted = False
-        while not self.link.failed():
-            self.screen.typing = True
+        while True:
             try:
+                with self._prompting:
+                    # Either the failure is seen here, or _wake sees the prompt and
+                    # interrupts it: no prompt is left waiting on a chat that is over.
+                    if self.link.failed():
+                        return 1
+                    self.screen.typing = True
                 line = read_line(self.screen.prompt)
             except EOFError:
                 if self.screen.interactive:
