@@ -214,7 +214,9 @@ def test_ctrl_c_cancels_the_reply_and_the_chat_goes_on(
         term.line("hello")
         term.expect("assistant> Echo: hello\nyou> ")
         term.send("\x03")
-        term.expect("(Ctrl-C again")
+        # The prompt, not just the notice: a Ctrl-C while the notice is still being printed
+        # interrupts the printing, and may end the chat with 130 instead of 0.
+        term.expect("(Ctrl-C again, Ctrl-D or /quit to leave)\nyou> ")
         term.send("\x03")
         assert term.wait() == 0
     stored = messages(server, token, session_id)
@@ -229,6 +231,35 @@ def test_ctrl_c_cancels_the_reply_and_the_chat_goes_on(
     assert stored[1]["content"] == shown
     assert shown != f"Echo: {LONG}"
     assert "Traceback" not in term.text
+
+
+def test_ctrl_c_at_a_prompt_being_drawn_is_not_lost(tmp_path: Path) -> None:
+    # A Ctrl-C pressed the moment the prompt shows can come before readline waits for a key:
+    # it must clear the line at once, not when the next key is pressed. Between the two,
+    # readline takes Python's lock (the GIL) for its hooks; a thread of the client that keeps
+    # Python busy, as on a loaded machine, stretches that instant to milliseconds.
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "sitecustomize.py").write_text(
+        "import threading\n\n\n"
+        "def busy():\n"
+        "    while True:\n"
+        "        pass\n\n\n"
+        "threading.Thread(target=busy, daemon=True).start()\n"
+    )
+    path = os.pathsep.join(filter(None, [str(busy), os.environ.get("PYTHONPATH")]))
+    with ServeProcess(tmp_path, CHATBOT_RATE_LIMIT_PER_MINUTE="1000") as server:
+        env = {"CHATBOT_TOKEN": make_token("eager"), "PYTHONPATH": path}
+        with terminal("--url", server.url, cwd=tmp_path, **env) as term:
+            term.expect("you> ")
+            for n in range(30):
+                term.line(f"m{n}")  # a line makes the next Ctrl-C a first one again
+                term.expect(f"assistant> Echo: m{n}\nyou> ")
+                term.send("\x03")
+                term.expect("(Ctrl-C again, Ctrl-D or /quit to leave)\nyou> ")
+            term.send("\x04")
+            assert term.wait() == 0
+        assert "Traceback" not in term.text
 
 
 def test_commands_new_sessions_switch_title_quit(server: ServeProcess, tmp_path: Path) -> None:

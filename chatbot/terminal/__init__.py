@@ -5,10 +5,11 @@
     api.py        the HTTP calls of the slash commands
     screen.py     printing: streamed replies, lines above the prompt, inert control text
     link.py       the chat socket: send, stream, cancel, reconnect and resume
+    interrupt.py  Ctrl-C: one KeyboardInterrupt in the main thread per press, never lost
     prompt.py     the main thread: readline, Ctrl-C, the slash commands
 
 The main thread reads lines with ``readline`` (line editing and history want it there) and
-is where Ctrl-C lands; an asyncio loop in a second thread holds the socket and prints the
+is where Ctrl-C is raised; an asyncio loop in a second thread holds the socket and prints the
 reply as it streams, so a Ctrl-C only has to ask that loop to send a cancel.
 """
 

@@ -7,7 +7,6 @@ import asyncio
 import concurrent.futures
 import contextlib
 import os
-import signal
 import sys
 import threading
 from collections.abc import Coroutine, Iterator
@@ -23,6 +22,7 @@ from chatbot.terminal.endpoint import (
     default_url,
 )
 from chatbot.terminal.errors import ChatError, Unreachable
+from chatbot.terminal.interrupt import CtrlC, read_line
 from chatbot.terminal.link import Link
 from chatbot.terminal.screen import PROMPT, REPLY, Screen, printable, status_mark
 
@@ -52,11 +52,6 @@ class Loop:
         self._thread.start()
 
     def _run(self) -> None:
-        # The kernel hands a process signal to any thread that does not block it. Were
-        # Ctrl-C's SIGINT to land here, the main thread waiting in readline would not wake
-        # up to raise KeyboardInterrupt until its next keystroke.
-        if hasattr(signal, "pthread_sigmask"):
-            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         self.loop.run_forever()
 
     def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
@@ -90,16 +85,18 @@ class Chat:
                 import readline  # noqa: F401 (input() edits lines and keeps history with it)
         self.screen = Screen(out, err, interactive)
         self.api = Api(server, credentials)
+        self.ctrl_c = CtrlC()
         self.loop = Loop()
         self.link = Link(server, credentials, self.screen)
         self.link.on_fatal = self._wake
         self._listed: list[str] = []
-        self._main = threading.get_ident()
+        self._prompting = threading.Lock()
 
     def _wake(self) -> None:
         """Leave at once when the chat cannot go on, also while waiting at the prompt."""
-        if self.screen.typing:
-            signal.pthread_kill(self._main, signal.SIGINT)
+        with self._prompting:
+            if self.screen.typing:
+                self.ctrl_c.interrupt()
 
     def start(self, session_id: str | None) -> None:
         """Open the first session, or continue ``session_id``; raises ChatError."""
@@ -131,10 +128,15 @@ class Chat:
     def run(self) -> int:
         """Read and act on lines until /quit or end of input; the exit status."""
         interrupted = False
-        while not self.link.failed():
-            self.screen.typing = True
+        while True:
             try:
-                line = input(self.screen.prompt)
+                with self._prompting:
+                    # Either the failure is seen here, or _wake sees the prompt and
+                    # interrupts it: no prompt is left waiting on a chat that is over.
+                    if self.link.failed():
+                        return 1
+                    self.screen.typing = True
+                line = read_line(self.screen.prompt)
             except EOFError:
                 if self.screen.interactive:
                     self.screen.write("\n")
@@ -274,10 +276,13 @@ class Chat:
         self.screen.line(f"title: {printable(session['title'] or '')}")
 
     def close(self) -> None:
-        with contextlib.suppress(Exception, KeyboardInterrupt):
-            self.loop.run(self.link.close())
-        self.loop.close()
-        self.api.close()
+        try:
+            with contextlib.suppress(Exception, KeyboardInterrupt):
+                self.loop.run(self.link.close())
+            self.loop.close()
+            self.api.close()
+        finally:
+            self.ctrl_c.close()
 
 
 def chat(url: str | None, session_id: str | None) -> int:
