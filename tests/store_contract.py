@@ -145,6 +145,9 @@ class StoreContract:
         assert len(set(ids)) == 1000
         for session_id in ids:
             assert URL_SAFE_ID.match(session_id), session_id
+            # One in 64 random ids would start with "-", which a command line (chatbot chat
+            # --session ID) reads as an option.
+            assert not session_id.startswith("-"), session_id
 
     def test_get_of_a_missing_session_is_not_found(self, store: StoreHarness) -> None:
         with pytest.raises(NotFound):

@@ -24,8 +24,11 @@ MAX_CURSOR_CHARS = 256
 
 
 def new_session_id() -> str:
-    """An opaque, unguessable session id (128 random bits)."""
-    return secrets.token_urlsafe(16)
+    """An opaque, unguessable session id (128 random bits). Never one that starts with
+    ``-``: on a command line (``chatbot chat --session ID``) it would read as an option."""
+    while (value := secrets.token_urlsafe(16)).startswith("-"):
+        pass
+    return value
 
 
 def utcnow() -> datetime:
