@@ -77,7 +77,12 @@ class ServeProcess:
             assert process.poll() is None, self.log.read_text()  # it died: say why
             return False
 
-        wait_for(healthy, "the server to start", 20)
+        try:
+            wait_for(healthy, "the server to start", 20)
+        except BaseException:
+            # A server that never became healthy would otherwise outlive the test run.
+            self.stop()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
