@@ -112,7 +112,9 @@ class Settings:
     )
     database_url: str = setting(
         "sqlite:///./chatbot.db",
-        "where sessions and messages live; `sqlite:////abs/path.db` for an absolute path",
+        "where sessions and messages live; `sqlite:////abs/path.db` for an absolute path; "
+        "`?synchronous=normal` trades the last commits on a power loss for fewer disk syncs "
+        "(see [performance](performance.md#synchronousnormal))",
     )
     data_dir: Path = setting(Path(".chatbot"), "holds the generated JWT secret")  # noqa: RUF009
     backends: Mapping[str, BackendConfig] = field(
