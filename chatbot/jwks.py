@@ -277,6 +277,23 @@ def fetch_jwks(url: str, algorithms: Sequence[str], timeout: float) -> list[_Key
     return parse_jwks(b"".join(chunks), algorithms)
 
 
+class LoopLock:
+    """One :class:`asyncio.Lock` per running event loop, made when first asked for: an app
+    may be served by more than one loop in its life, and a lock belongs to one."""
+
+    def __init__(self) -> None:
+        self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def __call__(self) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        lock = self._locks.get(loop)
+        if lock is None:
+            lock = self._locks[loop] = asyncio.Lock()
+        return lock
+
+
 class JwksCache:
     """The keys of one JWKS URL, looked up by ``kid``; see the module docstring."""
 
@@ -298,19 +315,9 @@ class JwksCache:
         self._keys: list[_Key] = []
         self._fetched_at: float | None = None  # of the keys held, monotonic
         self._attempted_at: float | None = None  # of the last request, answered or not
-        # One lock per event loop: an app may be served by more than one loop in its life.
-        self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._lock = LoopLock()
         #: Requests sent to the provider so far (answered or not).
         self.fetches = 0
-
-    def _lock(self) -> asyncio.Lock:
-        loop = asyncio.get_running_loop()
-        lock = self._locks.get(loop)
-        if lock is None:
-            lock = self._locks[loop] = asyncio.Lock()
-        return lock
 
     def _fresh(self) -> bool:
         max_age = MAX_AGE if self._max_age is None else self._max_age

@@ -15,7 +15,6 @@ import json
 import logging
 import ssl
 import time
-import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -23,7 +22,14 @@ from urllib.parse import urlsplit
 import httpx
 
 from chatbot.errors import ConfigError
-from chatbot.jwks import FETCH_TIMEOUT, JwksCache, PublicKey, check_jwks_url, is_loopback
+from chatbot.jwks import (
+    FETCH_TIMEOUT,
+    JwksCache,
+    LoopLock,
+    PublicKey,
+    check_jwks_url,
+    is_loopback,
+)
 
 logger = logging.getLogger("chatbot.oidc")
 
@@ -155,16 +161,7 @@ class OidcKeys:
         self._timeout = timeout
         self._jwks: JwksCache | None = None
         self._attempted_at: float | None = None
-        self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
-            weakref.WeakKeyDictionary()
-        )
-
-    def _lock(self) -> asyncio.Lock:
-        loop = asyncio.get_running_loop()
-        lock = self._locks.get(loop)
-        if lock is None:
-            lock = self._locks[loop] = asyncio.Lock()
-        return lock
+        self._lock = LoopLock()
 
     def _discovered(self) -> bool:
         return self._jwks is not None
