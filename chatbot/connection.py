@@ -305,9 +305,6 @@ class Sockets:
     def __init__(self) -> None:
         self._open: dict[Connection, None] = {}
 
-    def __len__(self) -> int:
-        return len(self._open)
-
     def add(self, connection: Connection) -> None:
         self._open[connection] = None
 

@@ -59,10 +59,6 @@ class Workers:
         self._closing = False
         hub.serve_cancels(self.cancel)
 
-    def busy(self) -> int:
-        """How many sessions are answering or have messages waiting."""
-        return len(self._busy)
-
     def submit(self, session: Session, job: Job) -> None:
         """Queue a message for its reply; ``InvalidRequest('busy')`` when the queue is full."""
         if self._closing:

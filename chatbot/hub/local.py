@@ -46,10 +46,6 @@ class LocalHub(Hub):
             if not listeners:
                 del self._listeners[session_id]
 
-    def listeners(self, session_id: str) -> int:
-        """How many listeners the session has here."""
-        return len(self._listeners.get(session_id, ()))
-
     def publish(self, event: Event) -> None:
         session_id = event.session_id
         if isinstance(event, Delta):

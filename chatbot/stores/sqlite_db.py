@@ -93,12 +93,19 @@ class _Thread:
         except BaseException as exc:  # handed to the awaiting coroutine
             return future, None, exc
 
-    def _commit(self, batch: list[tuple[Work, asyncio.Future[Any]]]) -> list[_Outcome]:
-        db = self.connection
+    def _begin(self, batch: list[tuple[Work, asyncio.Future[Any]]]) -> list[_Outcome] | None:
+        """Take the write lock; the whole group's failure if the database refuses it."""
         try:
-            db.execute("BEGIN IMMEDIATE")
+            self.connection.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             return [(future, None, exc) for _, future in batch]
+        return None
+
+    def _commit(self, batch: list[tuple[Work, asyncio.Future[Any]]]) -> list[_Outcome]:
+        db = self.connection
+        refused = self._begin(batch)
+        if refused is not None:
+            return refused
         # The usual group: every piece succeeds, and none needs a savepoint of its own.
         outcomes: list[_Outcome] = []
         for work, future in batch:
@@ -116,10 +123,9 @@ class _Thread:
 
     def _commit_pieces(self, batch: list[tuple[Work, asyncio.Future[Any]]]) -> list[_Outcome]:
         db = self.connection
-        try:
-            db.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            return [(future, None, exc) for _, future in batch]
+        refused = self._begin(batch)
+        if refused is not None:
+            return refused
         outcomes: list[_Outcome] = []
         for work, future in batch:
             db.execute("SAVEPOINT piece")
@@ -188,10 +194,6 @@ class Database:
             if thread is not None:
                 await thread.stop()
         self._writer = self._reader = None
-
-    @property
-    def is_open(self) -> bool:
-        return self._writer is not None
 
     def _thread(self, thread: _Thread | None) -> _Thread:
         if thread is None:
