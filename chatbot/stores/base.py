@@ -48,6 +48,7 @@ class Session:
     created_at: datetime
     updated_at: datetime
     message_count: int = 0
+    leaf_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ class Message:
     backend: str | None = None
     model: str | None = None
     usage: dict[str, Any] | None = None
+    parent_id: int | None = None
 
 
 @dataclass(frozen=True)
