@@ -11,7 +11,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from chatbot.auth import Identity, bearer_from_header
-from chatbot.errors import InvalidRequest, NotFound
+from chatbot.errors import InvalidRequest, MessageNotFound, NotFound
+from chatbot.hub.base import Branch, Title
 from chatbot.protocol import CLOSE_NOT_FOUND
 from chatbot.runtime import Runtime, runtime_of
 from chatbot.serialize import error_response, is_utf8, message_json, session_json
@@ -131,14 +132,39 @@ async def get_session(request: Request) -> Response:
     return JSONResponse(session_json(session))
 
 
-async def rename_session(request: Request) -> Response:
+async def update_session(request: Request) -> Response:
+    """Rename the session (``title``) and/or switch its current branch (``leaf_id``)."""
     runtime, identity = await _authenticate(request)
     session_id = _session_id(request)
     data = await _json_object(request, required=True)
-    if set(data) != {"title"}:
-        raise InvalidRequest("invalid_body", "send exactly one field: title")
-    title = _optional_string(data, "title", MAX_TITLE_CHARS)
-    session = await runtime.store.rename_session(identity.user_id, session_id, title)
+    if not data or set(data) - {"title", "leaf_id"}:
+        raise InvalidRequest("invalid_body", "send title, leaf_id or both")
+    session = None
+    if "leaf_id" in data:
+        leaf_id = data["leaf_id"]
+        if isinstance(leaf_id, bool) or not isinstance(leaf_id, int) or not 0 < leaf_id < 2**62:
+            raise InvalidRequest("invalid_leaf_id", "leaf_id must be a message id (an integer)")
+        before = await runtime.store.get_session(identity.user_id, session_id)
+        session = await runtime.store.switch_branch(identity.user_id, session_id, leaf_id)
+        if session.leaf_id != before.leaf_id:
+            runtime.hub.publish(Branch(session_id, session.leaf_id))
+    if "title" in data:
+        title = _optional_string(data, "title", MAX_TITLE_CHARS)
+        session = await runtime.store.rename_session(identity.user_id, session_id, title)
+        if title is not None:
+            runtime.hub.publish(Title(session_id, title))
+    assert session is not None
+    return JSONResponse(session_json(session))
+
+
+async def make_title(request: Request) -> Response:
+    """Make a new title now (from the title backend, or the first words)."""
+    runtime, identity = await _authenticate(request)
+    session_id = _session_id(request)
+    session = await runtime.workers.title_session(
+        identity.user_id, session_id, only_if_untitled=False
+    )
+    assert session is not None
     return JSONResponse(session_json(session))
 
 
@@ -158,12 +184,26 @@ async def list_messages(request: Request) -> Response:
     after = _message_id(request, "after")
     if before is not None and after is not None:
         raise InvalidRequest("invalid_cursor", "give before or after, not both")
+    leaf_id = _message_id(request, "leaf_id")
     page = await runtime.store.list_messages(
-        identity.user_id, session_id, limit=limit, before=before, after=after
+        identity.user_id, session_id, limit=limit, before=before, after=after, leaf_id=leaf_id
     )
-    return JSONResponse(
-        {"messages": [message_json(m) for m in page.messages], "has_more": page.has_more}
-    )
+    messages = [message_json(m, page.siblings.get(m.id)) for m in page.messages]
+    return JSONResponse({"messages": messages, "has_more": page.has_more})
+
+
+async def delete_message(request: Request) -> Response:
+    """Delete a message and everything below it."""
+    runtime, identity = await _authenticate(request)
+    session_id = _session_id(request)
+    raw = str(request.path_params["message_id"])
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 18):
+        raise MessageNotFound()
+    before = await runtime.store.get_session(identity.user_id, session_id)
+    session = await runtime.store.delete_message(identity.user_id, session_id, int(raw))
+    if session.leaf_id != before.leaf_id:
+        runtime.hub.publish(Branch(session_id, session.leaf_id))
+    return Response(status_code=204)
 
 
 async def list_backends(request: Request) -> Response:
@@ -212,10 +252,12 @@ routes = [
     _route(
         "/api/sessions/{session_id}",
         GET=get_session,
-        PATCH=rename_session,
+        PATCH=update_session,
         DELETE=delete_session,
     ),
     _route("/api/sessions/{session_id}/messages", GET=list_messages),
+    _route("/api/sessions/{session_id}/messages/{message_id}", DELETE=delete_message),
+    _route("/api/sessions/{session_id}/title", POST=make_title),
     _route("/api/backends", GET=list_backends),
     _route("/healthz", GET=healthz),
     _route("/readyz", GET=readyz),

@@ -18,7 +18,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 
-from chatbot import api, web
+from chatbot import api, api_data, web
+from chatbot.api_data import IMPORT_PATH
 from chatbot.auth import TokenVerifier
 from chatbot.backends import Backend
 from chatbot.chat.worker import Workers
@@ -133,6 +134,7 @@ def create_app(
             await store.close()
 
     routes = [
+        *api_data.routes,
         *api.routes,
         Route("/openapi.json", openapi, methods=["GET"]),
         WebSocketRoute("/ws/chat/", chat_endpoint),
@@ -149,7 +151,11 @@ def create_app(
             *cors_middleware(settings),
             # Outside the routes, so that a body too large is refused before any handler
             # reads it.
-            Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes),
+            Middleware(
+                BodySizeLimit,
+                max_bytes=settings.max_body_bytes,
+                larger={IMPORT_PATH: settings.max_import_bytes},
+            ),
         ],
         exception_handlers={
             AuthError: _auth_error,

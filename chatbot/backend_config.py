@@ -95,12 +95,12 @@ def load_backends_file(path: Path) -> dict[str, Any]:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"cannot read {path}: {exc}") from None
-    known = {"default_backend", "backends"}
+    known = {"default_backend", "title_backend", "backends"}
     extra = set(data) - known
     if extra:
         raise ConfigError(
             f"{path}: unknown top-level key {sorted(extra)[0]!r}; "
-            "expected default_backend and [backends.NAME] tables"
+            "expected default_backend, title_backend and [backends.NAME] tables"
         )
     values: dict[str, Any] = {}
     tables = data.get("backends")
@@ -119,6 +119,11 @@ def load_backends_file(path: Path) -> dict[str, Any]:
         if not isinstance(default, str):
             raise ConfigError(f"{path}: default_backend must be a string")
         values["default_backend"] = default
+    title = data.get("title_backend")
+    if title is not None:
+        if not isinstance(title, str):
+            raise ConfigError(f"{path}: title_backend must be a string")
+        values["title_backend"] = title
     return values
 
 

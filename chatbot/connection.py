@@ -18,7 +18,7 @@ from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from chatbot.hub.base import Closed, Delta, Event, Failure, Reply, Started
+from chatbot.hub.base import Branch, Closed, Delta, Event, Failure, Reply, Started, Title
 from chatbot.protocol import (
     CLOSE_INTERNAL_ERROR,
     CLOSE_NORMAL,
@@ -79,6 +79,10 @@ class Connection:
         #: Delta frames are opt-in too: ``?stream=1`` on the URL, or a message that asked
         #: for ``"stream": true``. From then on the socket gets the deltas of every reply.
         self.wants_deltas = wants_deltas
+        #: Branch and title frames are opt-in as well: ``?conversation_events=1`` on the
+        #: URL, or a message that used ``parent_id`` or ``regenerate``. A client that uses
+        #: none of the conversation additions sees no change.
+        self.conversation_events = False
         # A list, not a deque: an idle socket's empty list is a tenth of an empty deque, and
         # the queue is short (at most MAX_PENDING_FRAMES).
         self._pending: list[dict[str, Any]] = []
@@ -170,6 +174,14 @@ class Connection:
                 self.send(frame)
         elif isinstance(event, Failure):
             self.send_error(event.code, event.message, event.retryable, event.reply_to)
+        elif isinstance(event, Branch):
+            if self.conversation_events:
+                self.send(
+                    {"type": "branch", "leaf_id": event.leaf_id, "session_id": self.session_id}
+                )
+        elif isinstance(event, Title):
+            if self.conversation_events:
+                self.send({"type": "title", "title": event.title, "session_id": self.session_id})
         elif isinstance(event, Closed):
             self.close(event.code, event.reason)
         else:

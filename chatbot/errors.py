@@ -7,9 +7,10 @@
     │   ├── TokenInvalid
     │   └── TokenExpired
     ├── NotFound             no such session for this user; HTTP 404, close 4404
+    │   └── MessageNotFound  no such message in the session; HTTP 404, an error frame
     ├── DuplicateMessage     a user message with this client id is already stored; the
     │                        stored reply is delivered instead of running it again
-    ├── DuplicateReply       the user message already has a stored reply
+    ├── DuplicateReply       a regeneration with this client id is already stored
     ├── InvalidRequest       bad input from a client; HTTP 400/422, an error frame
     │   └── TooManySessions  the user is at CHATBOT_MAX_SESSIONS_PER_USER; 429, close 4429
     └── BackendError         the model backend failed; an error frame
@@ -79,6 +80,13 @@ class NotFound(ChatbotError):
         super().__init__(message)
 
 
+class MessageNotFound(NotFound):
+    """The session holds no such message (or it was deleted meanwhile)."""
+
+    def __init__(self, message: str = "message not found") -> None:
+        super().__init__(message)
+
+
 class DuplicateMessage(ChatbotError):
     """The session already holds a user message with this client ``id``: ``message`` is
     that stored message and ``reply`` its stored reply, if any (records of
@@ -91,10 +99,12 @@ class DuplicateMessage(ChatbotError):
 
 
 class DuplicateReply(ChatbotError):
-    """The user message already has a stored reply (a reply answers one message once)."""
+    """The session already holds a regenerated reply with this client ``id``: ``reply`` is
+    that stored reply, delivered instead of generating it again."""
 
-    def __init__(self) -> None:
-        super().__init__("this message already has a reply")
+    def __init__(self, reply: Any = None) -> None:
+        self.reply = reply
+        super().__init__("a reply with this id is already stored")
 
 
 class InvalidRequest(ChatbotError):

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -36,9 +36,13 @@ class BodySizeLimit:
     read. WebSocket frames have their own limit (``CHATBOT_MAX_FRAME_BYTES``).
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, larger: Mapping[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        #: Paths (their ends, so that a mounted app keeps them) with a limit of their own.
+        self.larger = dict(larger or {})
 
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         if scope["type"] != "http":
@@ -49,6 +53,10 @@ class BodySizeLimit:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         limit = self.max_bytes
+        path = scope.get("path", "")
+        for end, own in self.larger.items():
+            if path.endswith(end):
+                limit = own
         for name, value in scope["headers"]:
             if name == b"content-length" and value.strip().isdigit() and int(value) > limit:
                 await body_too_large_response(limit)(scope, receive, send)

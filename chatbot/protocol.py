@@ -9,11 +9,11 @@ Every frame of the original API document stays byte for byte: a reply is
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from chatbot.errors import InvalidRequest
 from chatbot.serialize import is_utf8, timestamp
-from chatbot.stores.base import Message
+from chatbot.stores.base import LEAF, Message
 
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
@@ -100,8 +100,51 @@ class ChatFrame:
     content: str
     client_id: str | None
     stream: bool
-    #: It used an addition (``id`` or ``stream``): from now on the client gets extended frames.
+    #: It used an addition (``id``, ``stream``, ``parent_id``): from now on the client gets
+    #: extended frames.
     extended: bool
+    #: ``parent_id``: an edit, stored after that message (``None``: a new first message).
+    parent: int | Literal["leaf"] | None = LEAF
+
+
+@dataclass(frozen=True)
+class RegenerateFrame:
+    """A valid ``regenerate`` frame: a new reply in place of ``message_id`` (``None``: the
+    newest reply of the current branch)."""
+
+    message_id: int | None
+    client_id: str | None
+    stream: bool
+
+
+def _message_id(data: dict[str, Any], name: str) -> int | None:
+    value = data.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2**62:
+        raise InvalidRequest("invalid_message", f"{name} must be a message id (an integer)")
+    return value
+
+
+def _client_id(data: dict[str, Any]) -> str | None:
+    client_id = data.get("id")
+    if client_id is not None and echoable_id(client_id) is None:
+        raise InvalidRequest(
+            "invalid_message", f"id must be a string of 1 to {MAX_CLIENT_ID_CHARS} characters"
+        )
+    return client_id
+
+
+def _stream(data: dict[str, Any]) -> bool:
+    stream = data.get("stream", False)
+    if not isinstance(stream, bool):
+        raise InvalidRequest("invalid_message", "stream must be true or false")
+    return stream
+
+
+def parse_regenerate(data: dict[str, Any]) -> RegenerateFrame:
+    """Check a ``regenerate`` frame; ``InvalidRequest`` naming what is wrong."""
+    return RegenerateFrame(_message_id(data, "message_id"), _client_id(data), _stream(data))
 
 
 def parse_message(data: dict[str, Any], session_id: str, max_chars: int) -> ChatFrame:
@@ -125,12 +168,10 @@ def parse_message(data: dict[str, Any], session_id: str, max_chars: int) -> Chat
                 "session_id is not this connection's session; open a socket on that "
                 "session instead",
             )
-    client_id = data.get("id")
-    if client_id is not None and echoable_id(client_id) is None:
-        raise InvalidRequest(
-            "invalid_message", f"id must be a string of 1 to {MAX_CLIENT_ID_CHARS} characters"
-        )
-    stream = data.get("stream", False)
-    if not isinstance(stream, bool):
-        raise InvalidRequest("invalid_message", "stream must be true or false")
-    return ChatFrame(content, client_id, stream, client_id is not None or "stream" in data)
+    client_id = _client_id(data)
+    stream = _stream(data)
+    parent: int | Literal["leaf"] | None = LEAF
+    if "parent_id" in data:
+        parent = _message_id(data, "parent_id")
+    extended = client_id is not None or "stream" in data or "parent_id" in data
+    return ChatFrame(content, client_id, stream, extended, parent)

@@ -26,17 +26,21 @@ def session_json(session: Session) -> dict[str, Any]:
         "created_at": timestamp(session.created_at),
         "updated_at": timestamp(session.updated_at),
         "message_count": session.message_count,
+        "leaf_id": session.leaf_id,
     }
 
 
-def message_json(message: Message) -> dict[str, Any]:
+def message_json(message: Message, siblings: list[int] | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {
         "id": message.id,
         "role": message.role,
         "content": message.content,
         "status": message.status,
         "created_at": timestamp(message.created_at),
+        "parent_id": message.parent_id,
     }
+    if siblings is not None:
+        body["siblings"] = siblings
     if message.client_id is not None:
         body["client_id"] = message.client_id
     if message.role == "assistant":

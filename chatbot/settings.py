@@ -135,6 +135,14 @@ class Settings:
         accepts="a configured backend's name",
         by_hand=True,
     )
+    title_backend: str | None = setting(
+        None,
+        "the backend that titles new sessions (usually a cheap model); unset, a title is "
+        "the first words of the first message",
+        shown_default="the TOML file's `title_backend`, else none",
+        accepts="a configured backend's name",
+        by_hand=True,
+    )
     max_message_chars: int = setting(
         32_000, "longest message a client may send, in characters", bound=AtLeast(1)
     )
@@ -182,6 +190,11 @@ class Settings:
     max_body_bytes: int = setting(
         262_144,
         "largest HTTP request body, in bytes; a larger one is answered `413` without being read",
+        bound=AtLeast(1),
+    )
+    max_import_bytes: int = setting(
+        52_428_800,
+        "largest body of `POST /api/sessions/import` (a ChatGPT `conversations.json`), in bytes",
         bound=AtLeast(1),
     )
     rate_limit_per_minute: int = setting(
@@ -312,6 +325,9 @@ class Settings:
         backend = get(f"{PREFIX}BACKEND")
         if backend is not None:
             values["default_backend"] = backend
+        title_backend = get(f"{PREFIX}TITLE_BACKEND")
+        if title_backend is not None:
+            values["title_backend"] = title_backend or None
         return cls(**values)
 
     def validate(self) -> None:
@@ -395,6 +411,11 @@ class Settings:
             raise ConfigError(
                 f"no backend named {self.default_backend!r}; the configured backends are: "
                 + ", ".join(sorted(self.backends))
+            )
+        if self.title_backend is not None and self.title_backend not in self.backends:
+            raise ConfigError(
+                f"title_backend names no configured backend ({self.title_backend!r}); the "
+                "configured backends are: " + ", ".join(sorted(self.backends))
             )
         for config in self.backends.values():
             for name in config.fallback:

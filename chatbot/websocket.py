@@ -30,10 +30,11 @@ from chatbot.protocol import (
     CLOSE_UNSUPPORTED,
     echoable_id,
     parse_message,
+    parse_regenerate,
 )
 from chatbot.runtime import Runtime, runtime_of
 from chatbot.settings import Settings
-from chatbot.stores.base import Session
+from chatbot.stores.base import LEAF, Session
 
 logger = logging.getLogger("chatbot.websocket")
 
@@ -104,6 +105,8 @@ async def _chat(
         max_pending_bytes=settings.max_pending_bytes,
         send_timeout=settings.send_timeout,
     )
+    if websocket.query_params.get("conversation_events") in ("1", "true"):
+        connection.conversation_events = connection.extended = True
     if requested is None:
         # Exactly the original document's frame, and no other key.
         connection.send({"session_id": session.id})
@@ -227,18 +230,33 @@ def _handle(
             # Nothing in progress is not an error: the reply may have just completed.
             runtime.hub.cancel(connection.session_id)
             return
-        if kind != "message":
-            raise InvalidRequest("invalid_message", "type must be 'message', 'ping' or 'cancel'")
-        frame = parse_message(data, connection.session_id, runtime.settings.max_message_chars)
-        if frame.extended:
-            connection.extended = True
+        if kind == "regenerate":
+            regenerate = parse_regenerate(data)
+            connection.extended = connection.conversation_events = True
+            job = Job(
+                owner, "", regenerate.client_id, asker=connection.name, regenerate=True,
+                reply_id=regenerate.message_id,
+            )  # fmt: skip
+            stream = regenerate.stream
+        elif kind == "message":
+            frame = parse_message(data, connection.session_id, runtime.settings.max_message_chars)
+            if frame.extended:
+                connection.extended = True
+            if frame.parent != LEAF:
+                connection.conversation_events = True
+            job = Job(owner, frame.content, frame.client_id, asker=connection.name)
+            job.parent = frame.parent
+            stream = frame.stream
+        else:
+            raise InvalidRequest(
+                "invalid_message", "type must be 'message', 'regenerate', 'ping' or 'cancel'"
+            )
         if not _within_rate_limit(connection, runtime, owner, reply_to):
             return
-        if frame.stream and not connection.wants_deltas:
+        if stream and not connection.wants_deltas:
             # From now on this socket gets the deltas of every reply.
             connection.wants_deltas = True
             _catch_up(runtime, connection)
-        job = Job(owner, frame.content, frame.client_id, asker=connection.name)
         runtime.workers.submit(session, job)
     except InvalidRequest as exc:
         connection.send_error(exc.code, exc.message, exc.code == "busy", reply_to)

@@ -590,15 +590,26 @@ class StoreContract:
             store.replace_reply("alice", session.id, question.id, content="x", status="complete")
         assert store.list_messages("alice", session.id, limit=10).messages[0] == question
 
-    def test_a_message_is_answered_once(self, store: StoreHarness) -> None:
+    def test_a_regeneration_id_is_stored_once(self, store: StoreHarness) -> None:
         session = store.create_session("alice", backend="echo")
         question = store.add_message("alice", session.id, role="user", content="q")
-        store.add_message("alice", session.id, role="assistant", content="a", reply_to=question.id)
-        with pytest.raises(DuplicateReply):
-            store.add_message(
-                "alice", session.id, role="assistant", content="b", reply_to=question.id
-            )
-        assert store.get_session("alice", session.id).message_count == 2
+        first = store.add_message(
+            "alice", session.id, role="assistant", content="a", reply_to=question.id
+        )
+        again = store.add_reply(
+            "alice", session.id, reply_to=question.id, content="b", status="complete",
+            client_id="regen-1",
+        )  # fmt: skip
+        assert again.parent_id == first.parent_id == question.id
+        with pytest.raises(DuplicateReply) as raised:
+            store.add_reply(
+                "alice", session.id, reply_to=question.id, content="c", status="complete",
+                client_id="regen-1",
+            )  # fmt: skip
+        assert raised.value.reply == again
+        assert store.get_session("alice", session.id).message_count == 3
+        # A repeated user message still finds the reply its id was first answered with.
+        assert store.find_reply("alice", session.id, question.id) == first
 
     # -- migrations -----------------------------------------------------------------------
 

@@ -31,8 +31,9 @@ def test_create_session_defaults(server: LiveServer) -> None:
     body = response.json()
     assert set(body) == {
         "session_id", "title", "backend", "model", "system_prompt",
-        "created_at", "updated_at", "message_count",
+        "created_at", "updated_at", "message_count", "leaf_id",
     }  # fmt: skip
+    assert body["leaf_id"] is None
     assert body["backend"] == "echo"
     assert body["model"] == "echo"
     assert body["title"] is None
@@ -213,7 +214,9 @@ def test_message_shape(server: LiveServer) -> None:
     session_id = chat(server, ALICE, "shape")
     with server.http(ALICE) as http:
         user, assistant = http.get(f"/api/sessions/{session_id}/messages").json()["messages"]
-    assert set(user) == {"id", "role", "content", "status", "created_at"}
+    assert set(user) == {"id", "role", "content", "status", "created_at", "parent_id", "siblings"}
+    assert (user["parent_id"], user["siblings"]) == (None, [user["id"]])
+    assert (assistant["parent_id"], assistant["siblings"]) == (user["id"], [assistant["id"]])
     assert user["role"] == "user"
     assert user["status"] == "complete"
     assert assistant["role"] == "assistant"
@@ -249,7 +252,8 @@ def test_two_users_cannot_see_each_other_on_any_route(server: LiveServer) -> Non
     with server.http(ALICE) as http:
         session = http.get(f"/api/sessions/{alice_session}").json()
         messages = http.get(f"/api/sessions/{alice_session}/messages").json()["messages"]
-    assert session["title"] is None
+    # The title its first reply gave it, not B's.
+    assert session["title"] == "secret plans"
     assert [m["content"] for m in messages] == ["secret plans", "Echo: secret plans"]
 
 

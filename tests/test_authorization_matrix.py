@@ -118,7 +118,11 @@ def alice(server: LiveServer) -> Iterator[AliceSession]:
         for text in session.sent_by_alice
         for pair in (("user", text, "complete"), ("assistant", f"Echo: {text}", "complete"))
     ]
-    unchanged = {k: v for k, v in old.items() if k not in ("updated_at", "message_count")}
+    # What A's own messages change: the activity, the count, the leaf, and the automatic
+    # title after A's first reply.
+    changed = ("updated_at", "message_count", "leaf_id", "title")
+    unchanged = {k: v for k, v in old.items() if k not in changed}
+    assert new["leaf_id"] == new_page["messages"][-1]["id"]
     assert {k: new[k] for k in unchanged} == unchanged
     assert new["message_count"] == old["message_count"] + len(added)
     assert listed == [new]

@@ -99,7 +99,9 @@ def test_a_turn_stores_both_messages_and_publishes_the_stream(
         rows = db.execute("SELECT role, content FROM messages ORDER BY id").fetchall()
         (count,) = db.execute("SELECT message_count FROM sessions").fetchone()
     assert rows == [("user", "hello there"), ("assistant", "Echo: hello there")]
-    assert count == 2 == window.count
+    assert count == 2
+    # The window holds the branch up to the stored reply: the next message follows it.
+    assert window.last_id == reply.message.id
     assert [m.content for m in window.messages] == ["hello there", "Echo: hello there"]
 
 

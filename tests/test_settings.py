@@ -407,6 +407,7 @@ SAMPLES: dict[str, tuple[str, object, dict[str, str]]] = {
     "CHATBOT_LOG_LEVEL": ("debug", "debug", {}),
     "CHATBOT_ALLOWED_ORIGINS": ("https://a.example,*", ("https://a.example", "*"), {}),
     "CHATBOT_MAX_BODY_BYTES": ("1000", 1000, {}),
+    "CHATBOT_MAX_IMPORT_BYTES": ("2000", 2000, {}),
     "CHATBOT_RATE_LIMIT_PER_MINUTE": ("5", 5, {}),
     "CHATBOT_FLOOD_TOLERANCE": ("0", 0, {}),
     "CHATBOT_MAX_SOCKETS_PER_USER": ("2", 2, {}),
@@ -428,7 +429,7 @@ def test_every_parsed_variable_has_a_sample() -> None:
     parsed = {variable.name for variable in variables() if variable.parse is not None}
     assert parsed == set(SAMPLES)
     by_hand = {variable.name for variable in variables() if variable.parse is None}
-    assert by_hand == {"CHATBOT_CONFIG", "CHATBOT_BACKEND"}
+    assert by_hand == {"CHATBOT_CONFIG", "CHATBOT_BACKEND", "CHATBOT_TITLE_BACKEND"}
 
 
 @pytest.mark.parametrize("variable", [v for v in variables() if v.parse is not None], ids=NAME)

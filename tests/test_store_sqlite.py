@@ -19,6 +19,7 @@ from chatbot.stores.base import UserMessage
 from chatbot.stores.sqlite import SQLiteStore, path_from_url
 from chatbot.stores.sqlite_migrations import MIGRATIONS
 from tests.store_contract import StoreContract, StoreHarness, open_store
+from tests.store_contract_tree import TreeContract
 
 MIGRATION_NAMES = [name for name, _ in MIGRATIONS]
 
@@ -36,7 +37,7 @@ def query(store: StoreHarness, sql: str, params: tuple[Any, ...] = ()) -> list[t
     return store.run(store.store.db.read(fetch))
 
 
-class TestSQLiteStore(StoreContract):
+class TestSQLiteStore(StoreContract, TreeContract):
     @pytest.fixture
     def store(self, tmp_path: Path) -> Iterator[StoreHarness]:
         url = sqlite_url(tmp_path / "chat.db")
@@ -56,7 +57,7 @@ def store(db_path: Path) -> Iterator[StoreHarness]:
 
 
 def test_migrating_an_empty_file_creates_the_schema(store: StoreHarness, db_path: Path) -> None:
-    assert store.first_migrate == ["0001_initial", "0002_message_count"]
+    assert store.first_migrate == MIGRATION_NAMES
     assert db_path.is_file()
 
     with contextlib.closing(sqlite3.connect(db_path)) as db:
@@ -71,7 +72,7 @@ def test_migrating_an_empty_file_creates_the_schema(store: StoreHarness, db_path
         "messages_reply_to",
     ):
         assert objects.get(index) == "index"
-    assert [name for name, _ in recorded] == ["0001_initial", "0002_message_count"]
+    assert [name for name, _ in recorded] == MIGRATION_NAMES
     applied_at = datetime.fromisoformat(recorded[0][1])
     assert applied_at.utcoffset() == timedelta(0)
 
@@ -98,7 +99,7 @@ def test_the_message_count_migration_counts_what_is_there(tmp_path: Path) -> Non
                 )
         db.commit()
     with open_store(SQLiteStore(sqlite_url(path)), migrations=MIGRATION_NAMES) as store:
-        assert store.first_migrate == ["0002_message_count"]
+        assert store.first_migrate == MIGRATION_NAMES[1:]
         assert store.get_session("alice", "busy").message_count == 3
         assert store.get_session("alice", "empty").message_count == 0
         store.add_message("alice", "busy", role="user", content="3")
@@ -128,7 +129,7 @@ def test_data_survives_a_restart(store: StoreHarness, db_path: Path) -> None:
 
     with open_store(SQLiteStore(sqlite_url(db_path)), migrations=MIGRATION_NAMES) as again:
         assert again.first_migrate == []
-        assert again.applied_migrations() == ["0001_initial", "0002_message_count"]
+        assert again.applied_migrations() == MIGRATION_NAMES
         assert again.get_session("alice", session.id) == before
         assert before.message_count == 2
         page = again.list_messages("alice", session.id, limit=10)
@@ -173,10 +174,19 @@ def test_message_queries_use_an_index(
 
     store.list_messages("alice", session.id, limit=3, **page)
 
-    sql, params = next((s, p) for s, p in executed if "FROM messages WHERE" in s)
-    plan = _plan(store, sql, params)
+    # The branch is walked up from its leaf, one primary-key lookup a message; the
+    # siblings come from the parent index. Only the walk's own queue (the CTE "up") is
+    # scanned, and only the walk's rows are sorted: no table is.
+    statements = [s for s, _ in executed if "messages" in s and s.startswith(("WITH", "SELECT"))]
+    walk = next(s for s in statements if s.startswith("WITH RECURSIVE up"))
+    plan = _plan(store, walk, ())
+    text = "\n".join(plan)
+    assert "SEARCH m USING INTEGER PRIMARY KEY (rowid=?)" in plan, text
+    assert not [line for line in plan if line.startswith("SCAN") and line != "SCAN up"], text
+    siblings = next(s for s in statements if "parent_id IN" in s)
+    plan = _plan(store, siblings, ())
     _assert_uses_indexes(plan)
-    assert any("messages_session" in line for line in plan), plan
+    assert any("messages_parent" in line for line in plan), plan
 
 
 @pytest.mark.parametrize("with_cursor", [False, True], ids=["first-page", "next-page"])

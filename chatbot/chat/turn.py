@@ -14,15 +14,21 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from chatbot.backends import Backend, ChatMessage, ChatRequest, Usage
 from chatbot.chat.deadlines import Deadlines, guarded
 from chatbot.context import trim
-from chatbot.errors import BackendError, DuplicateMessage, InvalidRequest
-from chatbot.hub.base import Delta, Event, Failure, Reply, Started
+from chatbot.errors import (
+    BackendError,
+    DuplicateMessage,
+    DuplicateReply,
+    InvalidRequest,
+    MessageNotFound,
+)
+from chatbot.hub.base import Branch, Delta, Event, Failure, Reply, Started
 from chatbot.registry import BackendRegistry
-from chatbot.stores.base import Message, Session, SessionStore, Status
+from chatbot.stores.base import LEAF, Message, Session, SessionStore, Status
 
 logger = logging.getLogger("chatbot.chat")
 #: The message count of a window that must be read from the store before it is used.
@@ -32,7 +38,12 @@ UNKNOWN = -1
 @dataclass
 class Job:
     """A client's message waiting for its reply. ``asker`` names the socket that sent it
-    (a stored reply to a repeated ``client_id`` goes to that socket only)."""
+    (a stored reply to a repeated ``client_id`` goes to that socket only).
+
+    A plain message continues the current branch; with ``parent`` it is an edit (a new
+    branch from that message, ``None`` for a new first message). ``regenerate`` asks for a
+    new reply instead of storing ``content``: to the reply ``reply_id``, else the newest one
+    of the current branch."""
 
     owner: str
     content: str
@@ -40,17 +51,22 @@ class Job:
     asker: str | None = None
     #: Cancelled before its turn began (a cancel sent right behind it).
     cancelled: bool = False
+    parent: int | Literal["leaf"] | None = LEAF
+    regenerate: bool = False
+    reply_id: int | None = None
 
 
 @dataclass
 class Window:
-    """A session's record and its newest messages as a backend sees them; ``count`` is the
-    session's message count they are current for."""
+    """A session's record and the newest messages of the branch ending at ``last_id``, as a
+    backend sees them (``None``: the session is empty; ``UNKNOWN``: to be read)."""
 
     session: Session
     size: int
-    count: int = UNKNOWN
+    last_id: int | None = UNKNOWN
     messages: collections.deque[ChatMessage] = field(default_factory=collections.deque)
+    #: A title was asked for (once per session and process).
+    titled: bool = False
 
     def __post_init__(self) -> None:
         self.messages = collections.deque(self.messages, maxlen=self.size)
@@ -58,17 +74,29 @@ class Window:
     @classmethod
     def of(cls, session: Session, size: int) -> Window:
         """A window for a session: current if it holds no message, else to be read."""
-        return cls(session, size, 0 if session.message_count == 0 else UNKNOWN)
+        return cls(session, size, None if session.message_count == 0 else UNKNOWN)
 
-    def reset(self, messages: list[ChatMessage], count: int) -> None:
-        self.messages = collections.deque(messages, maxlen=self.size)
-        self.count = count
+    def follows(self, message: Message) -> bool:
+        """Whether ``message`` continues the branch this window holds."""
+        return self.last_id != UNKNOWN and message.parent_id == self.last_id
+
+    def reset(self, messages: list[Message]) -> None:
+        """Hold the branch ending at the last of ``messages``."""
+        self.messages = collections.deque(
+            (ChatMessage(role=m.role, content=m.content) for m in messages if _context(m)),
+            maxlen=self.size,
+        )
+        self.last_id = messages[-1].id if messages else None
 
     def add(self, message: Message) -> None:
-        if self.count != UNKNOWN:
-            self.count += 1
-        if message.content and message.status != "in_progress":
+        self.last_id = message.id
+        if _context(message):
             self.messages.append(ChatMessage(role=message.role, content=message.content))
+
+
+def _context(message: Message) -> bool:
+    """Whether a stored message is part of what a backend sees."""
+    return bool(message.content) and message.status != "in_progress"
 
 
 class Turn:
@@ -96,6 +124,8 @@ class Turn:
         self.usage: Usage | None = None
         self.backend: str | None = None
         self.model: str | None = None
+        #: The reply this turn stored, once it has.
+        self.reply: Message | None = None
         self._task: asyncio.Task[Any] | None = None
 
     def cancel(self) -> bool:
@@ -110,11 +140,18 @@ class Turn:
 
     async def run(self) -> Window:
         """Answer the job; the window as it stands after the turn."""
+        if self.job.regenerate:
+            return await self._regenerate()
         job, session = self.job, self.session
         try:
             stored = await self.store.add_user_message(
-                job.owner, session.id, content=job.content, client_id=job.client_id
-            )
+                job.owner, session.id, content=job.content, client_id=job.client_id,
+                parent=job.parent,
+            )  # fmt: skip
+        except MessageNotFound:
+            raise InvalidRequest(
+                "invalid_message", "parent_id is not a message of this session"
+            ) from None
         except DuplicateMessage as known:
             earlier = known.reply
             if earlier is not None and earlier.status != "error":
@@ -124,36 +161,76 @@ class Turn:
                 return self.window
             # Stored earlier and not answered (or answered with an error): answer it from the
             # conversation as it stood when it was sent. Rare: the window is read again next.
-            history = await self._history_upto(known.message.id)
+            history = await self._path(known.message.id)
             await self._answer(known.message, history, earlier)
-            self.window.count = UNKNOWN
+            self.window.last_id = UNKNOWN
             return self.window
-        if stored.count_before == self.window.count:
-            self.window.add(stored.message)
+        message = stored.message
+        if message.parent_id != stored.leaf_before:
+            # An edit: its branch is current now.
+            self.publish(Branch(session.id, message.id))
+        if self.window.follows(message):
+            self.window.add(message)
         else:
-            # Not all in memory (a session opened again, or written by another process
-            # meanwhile): read the newest messages once.
-            history = await self._history_upto(stored.message.id)
-            self.window.reset(history, stored.count_before + 1)
-        reply = await self._answer(stored.message, list(self.window.messages), None)
-        if reply is not None:
+            # Not all in memory (a session opened again, another branch, or written by
+            # another process meanwhile): read the branch's newest messages once.
+            self.window.reset(await self._path(message.id))
+        reply = await self._answer(message, list(self.window.messages), None)
+        if reply is not None and self.window.follows(reply):
             self.window.add(reply)
+        else:
+            self.window.last_id = UNKNOWN
         return self.window
 
-    async def _history_upto(self, message_id: int) -> list[ChatMessage]:
-        """The newest turns up to and including ``message_id`` (a message answered late, after
-        a restart, must not see what was said after it)."""
-        page = await self.store.list_messages(
-            self.job.owner, self.session.id, limit=self.window.size, before=message_id + 1
+    async def _regenerate(self) -> Window:
+        """A new reply to the user message of an earlier one, as its sibling; the branch
+        through that user message becomes current while it is generated."""
+        job, session = self.job, self.session
+        if job.client_id is not None:
+            known = await self.store.find_user_message(
+                job.owner, session.id, job.client_id, "assistant"
+            )
+            if known is not None:
+                self.publish(Reply(session.id, known, job.client_id, only=job.asker))
+                return self.window
+        try:
+            if job.reply_id is None:
+                old = await self.store.newest_reply(job.owner, session.id)
+                if old is None:
+                    raise InvalidRequest("invalid_message", "there is no reply to regenerate")
+            else:
+                old = await self.store.get_message(job.owner, session.id, job.reply_id)
+        except MessageNotFound:
+            raise InvalidRequest(
+                "invalid_message", "message_id is not a message of this session"
+            ) from None
+        if old.role != "assistant" or old.parent_id is None:
+            raise InvalidRequest("invalid_message", "message_id must name a reply")
+        question = await self.store.get_message(job.owner, session.id, old.parent_id)
+        # The old reply leaves the current branch: every socket is told.
+        await self.store.switch_branch(job.owner, session.id, question.id, descend=False)
+        self.publish(Branch(session.id, question.id))
+        history = await self._path(question.id)
+        self.window.reset(history)
+        reply = await self._answer(question, history, None)
+        if reply is not None and self.window.follows(reply):
+            self.window.add(reply)
+        else:
+            self.window.last_id = UNKNOWN
+        return self.window
+
+    async def _path(self, message_id: int) -> list[Message]:
+        """The newest messages of the branch ending at ``message_id`` (a message answered
+        late, after a restart, must not see what was said after it)."""
+        return await self.store.branch_to(
+            self.job.owner, self.session.id, message_id, limit=self.window.size
         )
-        return [
-            ChatMessage(role=m.role, content=m.content)
-            for m in page.messages
-            if m.content and m.status != "in_progress"
-        ]
 
     async def _answer(
-        self, user_message: Message, history: list[ChatMessage], earlier: Message | None
+        self,
+        user_message: Message,
+        history: list[Message] | list[ChatMessage],
+        earlier: Message | None,
     ) -> Message | None:
         job, session = self.job, self.session
         try:
@@ -169,22 +246,45 @@ class Turn:
                 )
             )
             return None
-        attempts = [(backend, self._request(backend, history)) for backend in chain]
+        context = [
+            m if isinstance(m, ChatMessage) else ChatMessage(role=m.role, content=m.content)
+            for m in history
+            if isinstance(m, ChatMessage) or _context(m)
+        ]
+        attempts = [(backend, self._request(backend, context)) for backend in chain]
         # Recorded now, so that a reply cancelled before its stream starts still says whose.
         self.backend, self.model = chain[0].name, attempts[0][1].model
         status, failure = await self._generate(attempts)
         usage = self.usage.as_dict() if self.usage is not None else None
-        reply = await self.store.add_reply(
-            job.owner,
-            session.id,
-            reply_to=user_message.id,
-            content="".join(self.parts),
-            status=status,
-            backend=self.backend,
-            model=self.model,
-            usage=usage or None,
-            replacing=earlier.id if earlier is not None else None,
-        )
+        try:
+            reply = await self.store.add_reply(
+                job.owner,
+                session.id,
+                reply_to=user_message.id,
+                content="".join(self.parts),
+                status=status,
+                backend=self.backend,
+                model=self.model,
+                usage=usage or None,
+                replacing=earlier.id if earlier is not None else None,
+                client_id=job.client_id if job.regenerate else None,
+            )
+        except MessageNotFound:
+            self.publish(
+                Failure(
+                    session.id,
+                    "invalid_message",
+                    "the message this reply answers was deleted; the reply was not stored",
+                    reply_to=job.client_id,
+                )
+            )
+            return None
+        except DuplicateReply as known:
+            # The same regeneration, answered meanwhile by another process.
+            if known.reply is not None:
+                self.publish(Reply(session.id, known.reply, job.client_id, only=job.asker))
+            return None
+        self.reply = reply
         if failure is None:
             self.publish(Reply(session.id, reply, job.client_id))
         else:

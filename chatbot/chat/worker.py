@@ -16,9 +16,10 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 
-from chatbot.chat.turn import Job, Turn, Window
+from chatbot.chat.titles import make_title
+from chatbot.chat.turn import UNKNOWN, Job, Turn, Window
 from chatbot.errors import DuplicateMessage, InvalidRequest, NotFound
-from chatbot.hub.base import Failure, Hub
+from chatbot.hub.base import Failure, Hub, Title
 from chatbot.registry import BackendRegistry
 from chatbot.settings import Settings
 from chatbot.stores.base import Session, SessionStore
@@ -57,6 +58,7 @@ class Workers:
         self._busy: dict[str, _Session] = {}
         self._windows: collections.OrderedDict[str, Window] = collections.OrderedDict()
         self._closing = False
+        self._titles: set[asyncio.Task[None]] = set()
         hub.serve_cancels(self.cancel)
 
     def submit(self, session: Session, job: Job) -> None:
@@ -101,6 +103,8 @@ class Workers:
         """Take no new message, give replies in flight ``grace`` seconds to finish, then
         cancel (and store) what is left."""
         self._closing = True
+        for task in self._titles:
+            task.cancel()
         tasks = {b.task for b in self._busy.values() if b.task is not None}
         if not tasks:
             return
@@ -115,6 +119,45 @@ class Workers:
         if late:
             # Cancelled replies are stored within moments; do not hang on a stuck one.
             await asyncio.wait(late, timeout=5)
+
+    def _title_after(self, window: Window, turn: Turn) -> None:
+        """After the first complete reply a session gets in this process, title it if it
+        has no title (in its own task: the next message does not wait for it)."""
+        if window.titled or window.session.title is not None:
+            return
+        if turn.reply is None or turn.reply.status != "complete":
+            return
+        window.titled = True
+        task = asyncio.create_task(self._title(turn.job.owner, window.session.id))
+        self._titles.add(task)
+        task.add_done_callback(self._titles.discard)
+
+    async def _title(self, owner: str, session_id: str) -> None:
+        try:
+            await self.title_session(owner, session_id, only_if_untitled=True)
+        except NotFound:
+            pass  # deleted meanwhile
+        except Exception:
+            logger.exception("titling a session failed; it keeps no title")
+
+    async def title_session(
+        self, owner: str, session_id: str, *, only_if_untitled: bool
+    ) -> Session | None:
+        """Make a title from the start of the current branch and store it (with
+        ``only_if_untitled``, only if the session still has none); the sockets on the
+        session are told. The updated session, or ``None`` if it was titled meanwhile."""
+        page = await self.store.list_messages(owner, session_id, limit=2, after=0)
+        question = next((m.content for m in page.messages if m.role == "user"), "")
+        answer = next((m.content for m in page.messages if m.role == "assistant"), "")
+        name = self.settings.title_backend
+        backend = self.backends.get(name) if name is not None else None
+        title = await make_title(backend, question, answer)
+        updated = await self.store.set_title(
+            owner, session_id, title, only_if_untitled=only_if_untitled
+        )
+        if updated is not None:
+            self.hub.publish(Title(session_id, title))
+        return updated
 
     def _window(self, session: Session) -> Window:
         window = self._windows.pop(session.id, None)
@@ -143,6 +186,13 @@ class Workers:
                         publish=self.hub.publish, system_prompt=self.settings.system_prompt,
                     )  # fmt: skip
                     window = await busy.turn.run()
+                    self._title_after(window, busy.turn)
+                except InvalidRequest as exc:
+                    # An edit of a message that is not there, a regeneration of no reply.
+                    window.last_id = UNKNOWN
+                    self.hub.publish(
+                        Failure(session.id, exc.code, exc.message, reply_to=job.client_id)
+                    )
                 except NotFound:
                     # Deleted meanwhile: close the sockets still on it, as a DELETE does.
                     busy.queue.clear()
@@ -150,8 +200,7 @@ class Workers:
                     return
                 except Exception:
                     logger.exception("unexpected error while answering a message")
-                    window = Window.of(session, self.settings.context_messages)
-                    window.count = -1
+                    window = Window(session, self.settings.context_messages)
                     self.hub.publish(
                         Failure(
                             session.id,

@@ -60,6 +60,22 @@ class Failure:
 
 
 @dataclass(frozen=True, slots=True)
+class Branch:
+    """The session's current branch changed to the one ending at ``leaf_id``."""
+
+    session_id: str
+    leaf_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Title:
+    """The session got a new title."""
+
+    session_id: str
+    title: str
+
+
+@dataclass(frozen=True, slots=True)
 class Closed:
     """The session is gone (deleted): its sockets close with ``code``."""
 
@@ -68,7 +84,7 @@ class Closed:
     reason: str
 
 
-Event = Started | Delta | Reply | Failure | Closed
+Event = Started | Delta | Reply | Failure | Branch | Title | Closed
 #: What a socket gives the hub: called with each event of its session, on the event loop.
 Listener = Callable[[Event], None]
 #: Who generates replies gives the hub this: stop the session's reply; ``False`` if none.

@@ -13,9 +13,13 @@ import json
 import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from chatbot.errors import InvalidRequest
+
+if TYPE_CHECKING:
+    from chatbot.search import SearchQuery
+    from chatbot.transfer import ImportedSession
 
 Role = Literal["user", "assistant"]
 Status = Literal["complete", "cancelled", "error", "in_progress"]
@@ -48,6 +52,7 @@ class Session:
     created_at: datetime
     updated_at: datetime
     message_count: int = 0
+    #: The newest message of the current branch; ``None`` while the session is empty.
     leaf_id: int | None = None
 
 
@@ -66,6 +71,7 @@ class Message:
     backend: str | None = None
     model: str | None = None
     usage: dict[str, Any] | None = None
+    #: The message this one follows; ``None`` for a first message (a root of the tree).
     parent_id: int | None = None
 
 
@@ -76,6 +82,8 @@ class UserMessage:
 
     message: Message
     count_before: int
+    #: The current branch's newest message before this one was stored.
+    leaf_before: int | None = None
 
 
 @dataclass(frozen=True)
@@ -88,6 +96,31 @@ class SessionPage:
 class MessagePage:
     messages: list[Message] = field(default_factory=list)
     has_more: bool = False
+    #: For each listed message, the ids of every message with the same parent, oldest first.
+    siblings: dict[int, list[int]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    """A message that matched a search, with the title of its session."""
+
+    message: Message
+    title: str | None
+
+
+@dataclass(frozen=True)
+class Share:
+    """A frozen, read-only copy of one branch, readable by anyone who has its id."""
+
+    id: str
+    session_id: str
+    title: str | None
+    created_at: datetime
+    messages: list[dict[str, Any]]
+
+
+#: ``parent`` of :meth:`SessionStore.add_user_message` meaning "after the current branch".
+LEAF: Literal["leaf"] = "leaf"
 
 
 class SessionStore(abc.ABC):
@@ -181,13 +214,23 @@ class SessionStore(abc.ABC):
 
     @abc.abstractmethod
     async def add_user_message(
-        self, owner: str, session_id: str, *, content: str, client_id: str | None = None
+        self,
+        owner: str,
+        session_id: str,
+        *,
+        content: str,
+        client_id: str | None = None,
+        parent: int | Literal["leaf"] | None = LEAF,
     ) -> UserMessage:
         """Store a user message in one transaction (committed when this returns).
 
+        Its parent is the current branch's leaf, or with ``parent`` that message (an edit;
+        ``None``: a new first message); either way it becomes the leaf.
+
         A ``client_id`` the session already holds raises
         :class:`~chatbot.errors.DuplicateMessage` carrying the stored message and its reply;
-        nothing is written then. ``NotFound`` for a session that is not ``owner``'s.
+        nothing is written then. ``NotFound`` for a session that is not ``owner``'s,
+        :class:`~chatbot.errors.MessageNotFound` for a ``parent`` that is not in it.
         """
 
     @abc.abstractmethod
@@ -203,19 +246,24 @@ class SessionStore(abc.ABC):
         model: str | None = None,
         usage: dict[str, Any] | None = None,
         replacing: int | None = None,
+        client_id: str | None = None,
     ) -> Message:
-        """Store the reply to the user message ``reply_to`` in one transaction; with
-        ``replacing``, overwrite that earlier (failed) reply in its place instead."""
+        """Store the reply to the user message ``reply_to`` in one transaction, as its child
+        (the leaf moves to it if ``reply_to`` was the leaf); with ``replacing``, overwrite
+        that earlier (failed) reply in its place instead. A regeneration's ``client_id`` is
+        stored on its reply (:class:`~chatbot.errors.DuplicateReply` if the session has it);
+        :class:`~chatbot.errors.MessageNotFound` if ``reply_to`` was deleted meanwhile."""
 
     @abc.abstractmethod
     async def find_user_message(
-        self, owner: str, session_id: str, client_id: str
+        self, owner: str, session_id: str, client_id: str, role: Role = "user"
     ) -> Message | None:
-        """The user message stored with this client ``id`` in the session, if any."""
+        """The user message (or with ``role="assistant"``, the regenerated reply) stored
+        with this client ``id`` in the session, if any."""
 
     @abc.abstractmethod
     async def find_reply(self, owner: str, session_id: str, message_id: int) -> Message | None:
-        """The assistant message that answers the user message ``message_id``, if stored."""
+        """The first assistant message that answers the user message ``message_id``."""
 
     @abc.abstractmethod
     async def replace_reply(
@@ -242,9 +290,89 @@ class SessionStore(abc.ABC):
         limit: int,
         before: int | None = None,
         after: int | None = None,
+        leaf_id: int | None = None,
     ) -> MessagePage:
-        """A page of messages, oldest first. No cursor: the newest ``limit``.
-        ``before``/``after``: the page just older/newer than that message id."""
+        """A page of the current branch (or of the one ending at ``leaf_id``), oldest first,
+        with each message's siblings. No cursor: the newest ``limit``. ``before``: the page
+        just above that message of the branch (or, for an id that is not in the session,
+        of the branch's messages with smaller ids); ``after``: the page just below it.
+        Reads only the branch, never the whole tree."""
+
+    @abc.abstractmethod
+    async def branch_to(
+        self, owner: str, session_id: str, message_id: int, *, limit: int
+    ) -> list[Message]:
+        """The newest ``limit`` messages of the branch ending at ``message_id``, oldest
+        first (what a backend sees when it answers that message)."""
+
+    @abc.abstractmethod
+    async def get_message(self, owner: str, session_id: str, message_id: int) -> Message:
+        """One message of the session; ``MessageNotFound`` if it holds none with that id."""
+
+    @abc.abstractmethod
+    async def newest_reply(self, owner: str, session_id: str) -> Message | None:
+        """The newest assistant message of the current branch, if any."""
+
+    @abc.abstractmethod
+    async def switch_branch(
+        self, owner: str, session_id: str, message_id: int, *, descend: bool = True
+    ) -> Session:
+        """Make the branch through ``message_id`` current (with ``descend``, down the
+        newest child at each step to a leaf); the updated session."""
+
+    @abc.abstractmethod
+    async def delete_message(self, owner: str, session_id: str, message_id: int) -> Session:
+        """Delete a message and everything below it; if the current branch ran through it,
+        the newest remaining sibling's branch becomes current, else the parent's. The
+        updated session."""
+
+    @abc.abstractmethod
+    async def all_messages(self, owner: str, session_id: str) -> list[Message]:
+        """Every message of the session's tree, in id order (an export)."""
+
+    @abc.abstractmethod
+    async def set_title(
+        self, owner: str, session_id: str, title: str, *, only_if_untitled: bool
+    ) -> Session | None:
+        """Set the title; with ``only_if_untitled``, only if it has none (``None`` then:
+        a title was set meanwhile, by the user or another process)."""
+
+    @abc.abstractmethod
+    async def search(
+        self, owner: str, query: SearchQuery, *, limit: int, offset: int
+    ) -> list[SearchHit]:
+        """``owner``'s messages matching ``query``, best match first, then newest; the
+        owner is part of the query itself."""
+
+    @abc.abstractmethod
+    async def import_sessions(
+        self,
+        owner: str,
+        sessions: list[ImportedSession],
+        *,
+        backend: str,
+        limit: int | None = None,
+    ) -> list[Session]:
+        """Create a session per imported conversation, all in one transaction (nothing is
+        half imported); ``TooManySessions`` if that takes ``owner`` past ``limit``."""
+
+    @abc.abstractmethod
+    async def create_share(
+        self, owner: str, session_id: str, share_id: str, messages: list[dict[str, Any]]
+    ) -> Share:
+        """Store a frozen copy of ``messages`` (a branch, as shared) under ``share_id``."""
+
+    @abc.abstractmethod
+    async def list_shares(self, owner: str, session_id: str) -> list[Share]:
+        """The session's shares, newest first."""
+
+    @abc.abstractmethod
+    async def delete_share(self, owner: str, session_id: str, share_id: str) -> None:
+        """Revoke a share; ``NotFound`` if the session holds none with that id."""
+
+    @abc.abstractmethod
+    async def get_share(self, share_id: str) -> Share:
+        """A share by its id, whoever asks (the id is the secret); ``NotFound`` if none."""
 
 
 def encode_cursor(updated_at: datetime, session_id: str) -> str:

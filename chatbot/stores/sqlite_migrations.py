@@ -59,4 +59,94 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "(SELECT COUNT(*) FROM messages m WHERE m.session_id = sessions.id)",
         ],
     ),
+    (
+        "0003_branches",
+        [
+            # Each message follows its parent; a session's current branch ends at leaf_id.
+            # Every existing session becomes one branch in the order it was listed (by id).
+            "ALTER TABLE messages ADD COLUMN parent_id INTEGER REFERENCES messages (id)",
+            "UPDATE messages SET parent_id = (SELECT MAX(p.id) FROM messages p "
+            "WHERE p.session_id = messages.session_id AND p.id < messages.id)",
+            "ALTER TABLE sessions ADD COLUMN leaf_id INTEGER",
+            "UPDATE sessions SET leaf_id = "
+            "(SELECT MAX(m.id) FROM messages m WHERE m.session_id = sessions.id)",
+            # "the children of a message, oldest first" (and a session's roots)
+            "CREATE INDEX messages_parent ON messages (session_id, parent_id, id)",
+            # A regenerated reply answers the same user message again.
+            "DROP INDEX messages_reply_to",
+            "CREATE INDEX messages_reply_to ON messages (reply_to) WHERE reply_to IS NOT NULL",
+            # A regeneration's client id, stored on its reply, once per session.
+            """
+            CREATE UNIQUE INDEX messages_regeneration_id ON messages (session_id, client_id)
+            WHERE client_id IS NOT NULL AND role = 'assistant'
+            """,
+        ],
+    ),
+    (
+        "0004_search",
+        [
+            # The owner is part of every row of the index (one token, 'u' and the owner's
+            # id in hex), so that a search is scoped inside the full-text query itself.
+            """
+            CREATE VIEW message_search_rows AS
+            SELECT m.id AS id, m.content AS content, 'u' || hex(s.owner) AS scope
+            FROM messages m JOIN sessions s ON s.id = m.session_id
+            """,
+            """
+            CREATE VIRTUAL TABLE message_search USING fts5(
+                content, scope, content = 'message_search_rows', content_rowid = 'id',
+                tokenize = 'unicode61 remove_diacritics 2'
+            )
+            """,
+            """
+            CREATE TRIGGER message_search_insert AFTER INSERT ON messages BEGIN
+                INSERT INTO message_search (rowid, content, scope)
+                SELECT NEW.id, NEW.content, 'u' || hex(owner) FROM sessions
+                WHERE id = NEW.session_id;
+            END
+            """,
+            """
+            CREATE TRIGGER message_search_delete AFTER DELETE ON messages BEGIN
+                INSERT INTO message_search (message_search, rowid, content, scope)
+                SELECT 'delete', OLD.id, OLD.content, 'u' || hex(owner) FROM sessions
+                WHERE id = OLD.session_id;
+            END
+            """,
+            """
+            CREATE TRIGGER message_search_update AFTER UPDATE OF content ON messages BEGIN
+                INSERT INTO message_search (message_search, rowid, content, scope)
+                SELECT 'delete', OLD.id, OLD.content, 'u' || hex(owner) FROM sessions
+                WHERE id = OLD.session_id;
+                INSERT INTO message_search (rowid, content, scope)
+                SELECT NEW.id, NEW.content, 'u' || hex(owner) FROM sessions
+                WHERE id = NEW.session_id;
+            END
+            """,
+            # A session's messages go before the session row, while the index's delete
+            # trigger can still read their owner.
+            """
+            CREATE TRIGGER sessions_delete_messages BEFORE DELETE ON sessions BEGIN
+                DELETE FROM messages WHERE session_id = OLD.id;
+            END
+            """,
+            "INSERT INTO message_search (message_search) VALUES ('rebuild')",
+        ],
+    ),
+    (
+        "0005_shares",
+        [
+            # A share is a frozen copy of a branch, readable by anyone with its id.
+            """
+            CREATE TABLE shares (
+                id TEXT PRIMARY KEY,
+                session_id TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+                owner TEXT NOT NULL,
+                title TEXT,
+                created_at TEXT NOT NULL,
+                messages TEXT NOT NULL
+            )
+            """,
+            "CREATE INDEX shares_session ON shares (session_id, created_at)",
+        ],
+    ),
 ]
