@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from chatbot.chat.titles import make_title
 from chatbot.chat.turn import UNKNOWN, Job, Turn, Window
-from chatbot.errors import DuplicateMessage, InvalidRequest, NotFound
+from chatbot.errors import DuplicateMessage, InvalidRequest, MessageNotFound, NotFound
 from chatbot.hub.base import Failure, Hub, Title
 from chatbot.registry import BackendRegistry
 from chatbot.settings import Settings
@@ -193,6 +193,17 @@ class Workers:
                     self.hub.publish(
                         Failure(session.id, exc.code, exc.message, reply_to=job.client_id)
                     )
+                except MessageNotFound:
+                    # A message the turn works on was deleted meanwhile (not the session).
+                    window.last_id = UNKNOWN
+                    self.hub.publish(
+                        Failure(
+                            session.id,
+                            "invalid_message",
+                            "the message this answers was deleted meanwhile",
+                            reply_to=job.client_id,
+                        )
+                    )
                 except NotFound:
                     # Deleted meanwhile: close the sockets still on it, as a DELETE does.
                     busy.queue.clear()
@@ -222,13 +233,16 @@ class Workers:
         """At shutdown, store a queued message that has an id without answering it: sent
         again with that id, it is answered once. Without an id, a resend could not be told
         from a new message, so it is not stored and the client is told to send it again."""
-        if job.client_id is None:
+        if job.regenerate:
+            message = "the server is shutting down; nothing was regenerated, ask again shortly"
+        elif job.client_id is None:
             message = "the server is shutting down; the message was not stored, send it again"
         else:
-            with contextlib.suppress(DuplicateMessage):
+            with contextlib.suppress(DuplicateMessage, MessageNotFound):
                 await self.store.add_user_message(
-                    job.owner, session.id, content=job.content, client_id=job.client_id
-                )
+                    job.owner, session.id, content=job.content, client_id=job.client_id,
+                    parent=job.parent,
+                )  # fmt: skip
             message = (
                 "the server is shutting down; the message was stored but not answered, "
                 "send it again with the same id to get the reply"
