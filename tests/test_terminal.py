@@ -335,10 +335,12 @@ def test_session_continues_and_shows_its_newest_messages_as_text(
         ws.send('{"message": "stop me now"}')
         ws.send('{"type": "cancel"}')
         assert recv_json(ws)["status"] == "cancelled"
+    # Titled after its first reply, from its first words.
+    wait_for(lambda: session(server, token, session_id)["title"] == "m1", "the title")
     args = ("--url", server.url, "--session", session_id)
     with terminal(*args, cwd=tmp_path, CHATBOT_TOKEN=token) as term:
         term.expect(
-            f"session: {session_id} (untitled); /help lists the commands\n"
+            f"session: {session_id} (m1); /help lists the commands\n"
             "[earlier messages not shown]\n"
             "you> m4\nassistant> Echo: m4\n"
             "you> ^[[31mred^[]0;owned^G\nassistant> Echo: ^[[31mred^[]0;owned^G\n"
@@ -570,8 +572,14 @@ def test_under_a_mount_prefix(tmp_path: Path) -> None:
             session_id = term.expect_re(r"session: (\S+) \(new\).*\nyou> ").group(1)
             term.line("under a prefix")
             term.expect("assistant> Echo: under a prefix\nyou> ")
+
+            def titled() -> bool:
+                response = httpx.get(f"{url}/api/sessions/{session_id}", headers=bearer(token))
+                return bool(response.json()["title"])
+
+            wait_for(titled, "the session's title, from its first words")
             term.line("/sessions")
-            term.expect_re(rf"\*  1  {re.escape(session_id)}  .*  2 messages  \(untitled\)\n")
+            term.expect_re(rf"\*  1  {re.escape(session_id)}  .*  2 messages  under a prefix\n")
             term.line("/quit")
             assert term.wait() == 0
         result = run_client("--url", server.url, cwd=tmp_path, CHATBOT_TOKEN=token)
