@@ -139,11 +139,14 @@ def terminal(*args: str, cwd: Path, **env: str) -> Iterator[Terminal]:
         term.close()
 
 
-def run_client(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    """The client without a terminal, for the cases where it exits before reading a line."""
+def run_client(
+    *args: str, cwd: Path, stdin: str | None = None, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """The client without a terminal, reading the lines of ``stdin`` (none by default)."""
     return subprocess.run(
         [sys.executable, "-m", "chatbot", "chat", *args],
-        cwd=cwd, env=client_env(**env), stdin=subprocess.DEVNULL,
+        cwd=cwd, env=client_env(**env), input=stdin,
+        stdin=subprocess.DEVNULL if stdin is None else None,
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
 
@@ -156,8 +159,13 @@ def slow_server(path: Path, **env: str) -> ServeProcess:
     return process
 
 
-def messages(server: ServeProcess, token: str, session_id: str) -> list[dict[str, Any]]:
-    response = httpx.get(f"{server.url}/api/sessions/{session_id}/messages", headers=bearer(token))
+def messages(
+    server: ServeProcess, token: str, session_id: str, **params: Any
+) -> list[dict[str, Any]]:
+    """The current branch (or the one ending at ``leaf_id=``), root first."""
+    response = httpx.get(
+        f"{server.url}/api/sessions/{session_id}/messages", params=params, headers=bearer(token)
+    )
     assert response.status_code == 200, response.text
     result: list[dict[str, Any]] = response.json()["messages"]
     return result
@@ -589,6 +597,134 @@ def test_under_a_mount_prefix(tmp_path: Path) -> None:
             f"chatbot: error: {server.url} has no chat socket (HTTP 403); give --url the "
             "chatbot server's base URL, with its mount prefix if it has one\n"
         )
+
+
+REPLACED = "[this reply replaces the previous one, which is kept as an earlier version]"
+
+
+def test_regenerate_streams_a_new_reply_and_keeps_the_old_one(
+    server: ServeProcess, tmp_path: Path
+) -> None:
+    token = make_token("regenerator")
+    with terminal("--url", server.url, cwd=tmp_path, CHATBOT_TOKEN=token) as term:
+        session_id = term.expect_re(r"session: (\S+) \(new\).*\nyou> ").group(1)
+        term.line("/regenerate")
+        term.expect("error: there is no reply to regenerate\nyou> ")
+        term.line("one two three four five six")
+        term.expect("assistant> Echo: one two three four five six\nyou> ")
+        first = messages(server, token, session_id)
+        term.line("/regenerate")
+        term.expect("assistant> Echo: one ")
+        assert "six" not in term.rest(), "the new reply came at once, not as it streamed"
+        term.expect(f"two three four five six\n{REPLACED}\nyou> ")
+        term.line("/regenerate again")
+        term.expect("/regenerate takes no argument; /help lists the commands\nyou> ")
+        term.line("/quit")
+        assert term.wait() == 0
+    question, old = first
+    branch = messages(server, token, session_id)
+    assert [(m["role"], m["content"]) for m in branch] == [
+        ("user", "one two three four five six"),
+        ("assistant", "Echo: one two three four five six"),
+    ]
+    assert branch[0]["id"] == question["id"]
+    new = branch[1]
+    assert new["id"] != old["id"]
+    assert new["parent_id"] == old["parent_id"] == question["id"]
+    assert new["siblings"] == [old["id"], new["id"]]
+    assert session(server, token, session_id)["message_count"] == 3
+
+
+def test_edit_prefills_the_line_and_keeps_the_old_message(
+    server: ServeProcess, tmp_path: Path
+) -> None:
+    token = make_token("editor")
+    with terminal("--url", server.url, cwd=tmp_path, CHATBOT_TOKEN=token) as term:
+        session_id = term.expect_re(r"session: (\S+) \(new\).*\nyou> ").group(1)
+        term.line("/edit")
+        term.expect("nothing to edit: no message of yours in this session yet\nyou> ")
+        term.line("first question")
+        term.expect("assistant> Echo: first question\nyou> ")
+        term.line("second question")
+        term.expect("assistant> Echo: second question\nyou> ")
+        term.line("/edit")
+        # The last message is on the line, ready to edit; what is typed goes after it.
+        term.expect("edit> second question")
+        term.line(", revised")
+        term.expect("assistant> Echo: second question, revised\nyou> ")
+        term.line("/edit third take")
+        term.expect("assistant> Echo: third take\nyou> ")
+        # Ctrl-C, or an emptied line, sends nothing.
+        term.line("/edit")
+        term.expect("edit> third take")
+        term.send("\x03")
+        term.expect("[edit cancelled]\nyou> ")
+        term.line("/edit")
+        term.expect("edit> third take")
+        term.line("\x15")  # Ctrl-U empties the line
+        term.expect("[edit cancelled]\nyou> ")
+        term.line("/quit")
+        assert term.wait() == 0
+    branch = messages(server, token, session_id)
+    assert [(m["role"], m["content"]) for m in branch] == [
+        ("user", "first question"),
+        ("assistant", "Echo: first question"),
+        ("user", "third take"),
+        ("assistant", "Echo: third take"),
+    ]
+    edited = branch[2]
+    assert edited["parent_id"] == branch[1]["id"]
+    assert len(edited["siblings"]) == 3 and edited["siblings"][-1] == edited["id"]
+    # The earlier versions are kept, each with its own reply.
+    for sibling, text in zip(
+        edited["siblings"][:2], ["second question", "second question, revised"], strict=True
+    ):
+        kept = messages(server, token, session_id, leaf_id=sibling)
+        assert [m["content"] for m in kept[2:]] == [text]
+    assert session(server, token, session_id)["message_count"] == 8
+
+
+def test_edit_of_a_first_message_starts_the_conversation_anew(
+    server: ServeProcess, tmp_path: Path
+) -> None:
+    token = make_token("restarter")
+    with terminal("--url", server.url, cwd=tmp_path, CHATBOT_TOKEN=token) as term:
+        session_id = term.expect_re(r"session: (\S+) \(new\).*\nyou> ").group(1)
+        term.line("hello")
+        term.expect("assistant> Echo: hello\nyou> ")
+        term.line("/edit hi")
+        term.expect("assistant> Echo: hi\nyou> ")
+        term.line("/quit")
+        assert term.wait() == 0
+    branch = messages(server, token, session_id)
+    assert [(m["content"], m["parent_id"]) for m in branch] == [
+        ("hi", None),
+        ("Echo: hi", branch[0]["id"]),
+    ]
+    assert len(branch[0]["siblings"]) == 2
+
+
+def test_edit_without_a_terminal_shows_the_old_text_and_reads_the_new(
+    server: ServeProcess, tmp_path: Path
+) -> None:
+    token = make_token("piper")
+    result = run_client(
+        "--url", server.url, cwd=tmp_path, stdin="hello\n/edit\nbye\n/edit\n\n",
+        CHATBOT_TOKEN=token,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    session_id = re.match(r"session: (\S+) \(new\)", result.stdout)
+    assert session_id is not None
+    assert result.stdout == (
+        f"session: {session_id.group(1)} (new); /help lists the commands\n"
+        "assistant> Echo: hello\n"
+        "editing: hello\n"
+        "assistant> Echo: bye\n"
+        "editing: bye\n"
+        "[edit cancelled]\n"
+    )
+    branch = messages(server, token, session_id.group(1))
+    assert [m["content"] for m in branch] == ["bye", "Echo: bye"]
 
 
 def test_urls() -> None:
