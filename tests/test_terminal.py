@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import getpass
+import io
 import os
 import re
 import select
@@ -24,7 +25,8 @@ import pytest
 from websockets.sync.client import connect
 
 from chatbot.terminal.endpoint import base_url
-from chatbot.terminal.screen import printable
+from chatbot.terminal.results import emphasised
+from chatbot.terminal.screen import inline, printable, wants_colour
 from tests.conftest import OTHER_SECRET, bearer, make_token, recv_json, wait_for
 from tests.processes import FOREIGN_PREFIXES, ServeProcess, free_port
 
@@ -40,6 +42,7 @@ def client_env(**extra: str) -> dict[str, str]:
     """The test runner's environment without its chatbot settings, as a terminal has it."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(FOREIGN_PREFIXES)}
     env.pop("CHATBOT_TOKEN", None)
+    env.pop("NO_COLOR", None)
     env.update(TERM="xterm-256color", **extra)
     return env
 
@@ -600,6 +603,7 @@ def test_under_a_mount_prefix(tmp_path: Path) -> None:
 
 
 REPLACED = "[this reply replaces the previous one, which is kept as an earlier version]"
+WHEN = r"\d{4}-\d\d-\d\d \d\d:\d\d"
 
 
 def test_regenerate_streams_a_new_reply_and_keeps_the_old_one(
@@ -727,6 +731,86 @@ def test_edit_without_a_terminal_shows_the_old_text_and_reads_the_new(
     assert [m["content"] for m in branch] == ["bye", "Echo: bye"]
 
 
+def _search_results(term: Terminal, query: str, count: int) -> list[tuple[str, str]]:
+    """Type ``/search query`` and read ``count`` results: (heading, excerpt) pairs, as
+    shown (without the terminal's control sequences), sorted."""
+    term.line(f"/search {query}")
+    lines = term.expect_re(rf"{re.escape(query)}\n((?:.*\n){{{2 * count}}})you> ").group(1)
+    shown = lines.splitlines()
+    return sorted(zip(shown[::2], shown[1::2], strict=True))
+
+
+def test_search_emphasises_the_matches(server: ServeProcess, tmp_path: Path) -> None:
+    token = make_token("searcher")
+    with terminal("--url", server.url, cwd=tmp_path, CHATBOT_TOKEN=token) as term:
+        trip = term.expect_re(r"session: (\S+) \(new\).*\nyou> ").group(1)
+        term.line("best time to visit Lisbon")
+        term.expect("assistant> Echo: best time to visit Lisbon\nyou> ")
+        term.line("/title Trip planning")
+        term.expect("title: Trip planning\nyou> ")
+        term.line("/new")
+        term.expect_re(r"session: \S+ \(new\)\nyou> ")
+        term.line("nothing about cities")
+        term.expect("assistant> Echo: nothing about cities\nyou> ")
+        found = _search_results(term, "lisbon", 2)
+        heading = rf"Trip planning \(session {re.escape(trip)}\), "
+        assert re.fullmatch(heading + rf"assistant, {WHEN}", found[0][0])
+        assert found[0][1] == "  Echo: best time to visit Lisbon"
+        assert re.fullmatch(heading + rf"user, {WHEN}", found[1][0])
+        assert found[1][1] == "  best time to visit Lisbon"
+        # On a terminal the match is in bold reverse video.
+        assert term.raw.count(b"visit \x1b[1;7mLisbon\x1b[22;27m\r\n") == 2
+        term.line("/search zebra")
+        term.expect("No messages match zebra.\nyou> ")
+        words = " ".join(f"w{n}" for n in range(33))
+        term.line(f"/search {words}")
+        term.expect(
+            "error: a search query may hold at most 32 words and quoted phrases, this one "
+            "has 33: remove some\nyou> "
+        )
+        term.line("/search")
+        term.expect("/search needs an argument; /help lists the commands\nyou> ")
+        term.line("/quit")
+        assert term.wait() == 0
+    # With NO_COLOR set, the matches are between brackets instead.
+    with terminal("--url", server.url, cwd=tmp_path, CHATBOT_TOKEN=token, NO_COLOR="1") as term:
+        term.expect("you> ")
+        found = _search_results(term, '"to visit"', 2)
+        assert [excerpt for _, excerpt in found] == [
+            "  Echo: best time [to visit] Lisbon",
+            "  best time [to visit] Lisbon",
+        ]
+        term.line("/quit")
+        assert term.wait() == 0
+    assert b"\x1b[1;7m" not in term.raw
+
+
+def test_search_shows_control_characters_as_text(server: ServeProcess, tmp_path: Path) -> None:
+    token = make_token("sirens")
+    with connect(server.ws_url, additional_headers=bearer(token)) as ws:
+        session_id = recv_json(ws)["session_id"]
+        ws.send('{"message": "siren \\u001b[31m red \\u001b]0;owned\\u0007 \\u009b bell"}')
+        recv_json(ws)
+    response = httpx.patch(
+        f"{server.url}/api/sessions/{session_id}",
+        json={"title": "evil\n\u001b]0;title\u0007"},
+        headers=bearer(token),
+    )
+    assert response.status_code == 200
+    with terminal("--url", server.url, cwd=tmp_path, CHATBOT_TOKEN=token) as term:
+        term.expect("you> ")
+        found = _search_results(term, "siren", 2)
+        heading = rf"evil \^\[\]0;title\^G \(session {re.escape(session_id)}\), "
+        assert re.fullmatch(heading + rf"assistant, {WHEN}", found[0][0])
+        assert found[0][1] == "  Echo: siren ^[[31m red ^[]0;owned^G \\x9b bell"
+        assert re.fullmatch(heading + rf"user, {WHEN}", found[1][0])
+        assert found[1][1] == "  siren ^[[31m red ^[]0;owned^G \\x9b bell"
+        term.line("/quit")
+        assert term.wait() == 0
+    for raw in (b"\x1b[31m", b"\x1b]0;", b"\x07", "\x9b".encode()):
+        assert raw not in term.raw
+
+
 def test_urls() -> None:
     assert base_url("http://127.0.0.1:8000/") == "http://127.0.0.1:8000"
     assert base_url("https://example.com/chat/") == "https://example.com/chat"
@@ -736,3 +820,31 @@ def test_urls() -> None:
 def test_printable_keeps_text_and_shows_controls() -> None:
     assert printable("héllo\n\tworld ✓") == "héllo\n\tworld ✓"
     assert printable("\x1b[2J\x07\r\x7f\x9b") == "^[[2J^G^M^?\\x9b"
+
+
+def test_search_excerpts_are_one_inert_line() -> None:
+    marks = ("<", ">")
+    assert emphasised("a cat\nand a\tcatalog", [[2, 5], [12, 19]], marks) == (
+        "a <cat> and a <catalog>"
+    )
+    # Escapes inside or around a match are shown, and cannot move the marks.
+    assert emphasised("\x1b[31mred\x1b[0m", [[5, 8]], marks) == "^[[31m<red>^[[0m"
+    assert emphasised("\x1b[31mred\x1b[0m", [[0, 6]], marks) == "<^[[31mr>ed^[[0m"
+    # Offsets that do not fit the excerpt, overlap or are not pairs of integers are left out.
+    assert emphasised("abcdef", [[4, 9], [0, 2], [1, 3], ["0", 1], [3], None], marks) == (
+        "<abc>def"
+    )
+    assert emphasised("abc", "not a list", marks) == "abc"
+    assert inline("title\r\nwith\u0085 breaks\x1b]0;x\x07") == ("title with\\x85 breaks^[]0;x^G")
+
+
+def test_colours_only_on_a_terminal_without_no_color() -> None:
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    assert wants_colour(Tty(), {"TERM": "xterm"})
+    assert not wants_colour(Tty(), {"TERM": "xterm", "NO_COLOR": "1"})
+    assert wants_colour(Tty(), {"TERM": "xterm", "NO_COLOR": ""})
+    assert not wants_colour(Tty(), {"TERM": "dumb"})
+    assert not wants_colour(io.StringIO(), {"TERM": "xterm"})

@@ -45,7 +45,7 @@ class Api:
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         """The decoded JSON body; ``None`` for a 404 of the API (no such session for this
-        user). Raises ChatError for any other error."""
+        user). Raises ChatError for any other error, with the server's message for a 422."""
         response = self._request(method, path, **kwargs)
         if response is None:
             return None
@@ -77,6 +77,8 @@ class Api:
             raise ChatError(self.credentials.refused(message))
         if response.status_code == 404 and error is not None:
             return None
+        if response.status_code == 422 and isinstance(message, str) and message:
+            raise ChatError(printable(message))  # what was asked makes no sense: say why
         raise self._unexpected(method, path, response.status_code, str(message))
 
     def _unexpected(self, method: str, path: str, status: int, message: str) -> ChatError:
@@ -123,3 +125,8 @@ class Api:
             if not page["has_more"]:
                 return None
             params["before"] = page["messages"][0]["id"]
+
+    def search(self, query: str, limit: int = 20) -> tuple[list[dict[str, Any]], bool]:
+        """The user's messages that match ``query``, best first, and whether more match."""
+        page = self._call("GET", "/search", params={"q": query, "limit": limit})
+        return page["results"], page["next_cursor"] is not None

@@ -26,12 +26,15 @@ from chatbot.terminal.endpoint import (
 from chatbot.terminal.errors import ChatError, Unreachable
 from chatbot.terminal.interrupt import CtrlC, read_line
 from chatbot.terminal.link import Link, Turn
+from chatbot.terminal.results import result_lines
 from chatbot.terminal.screen import PROMPT, REPLY, Screen, printable, status_mark
 
 #: How many of a session's newest messages ``/switch`` and ``--session`` show.
 RECENT_MESSAGES = 6
 #: The prompt of ``/edit``, on which the message being edited is typed out.
 EDIT_PROMPT = "edit> "
+#: How many results ``/search`` shows.
+SEARCH_RESULTS = 20
 #: Printed after a regenerated reply.
 REPLACED = "[this reply replaces the previous one, which is kept as an earlier version]"
 
@@ -43,6 +46,7 @@ HELP = """\
 /regenerate    a new reply to your last message (the previous reply is kept)
 /edit [TEXT]   change your last message and get a new reply: TEXT, or the message
                typed out on the line to edit (the previous message is kept)
+/search WORDS  find messages in all your sessions
 /help          this list
 /quit          leave (Ctrl-D too)
 Ctrl-C stops the reply being written; at the prompt it clears the line, and a second
@@ -222,7 +226,9 @@ class Chat:
             self.regenerate()
         elif command == "/edit":
             self.edit(argument)
-        elif command in ("/switch", "/title"):
+        elif command == "/search" and argument:
+            self.search(argument)
+        elif command in ("/switch", "/title", "/search"):
             self.screen.line(f"{command} needs an argument; /help lists the commands")
         elif command == "/regenerate":
             self.screen.line("/regenerate takes no argument; /help lists the commands")
@@ -370,6 +376,20 @@ class Chat:
             if self.screen.interactive:
                 self.screen.write("\n")
             return None
+
+    def search(self, words: str) -> None:
+        """The user's messages that match ``words``, in all their sessions, best first."""
+        results, more = self.api.search(words, SEARCH_RESULTS)
+        if not results:
+            self.screen.line(f"No messages match {printable(words)}.")
+            return
+        for line in result_lines(results, colour=self.screen.colour):
+            self.screen.line(line)
+        if more:
+            self.screen.line(
+                f"(the {len(results)} best matches; more messages match: add words to narrow "
+                "the search)"
+            )
 
     def close(self) -> None:
         try:
