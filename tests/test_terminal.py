@@ -7,6 +7,7 @@ import contextlib
 import fcntl
 import getpass
 import io
+import json
 import os
 import re
 import select
@@ -25,6 +26,7 @@ import pytest
 from websockets.sync.client import connect
 
 from chatbot.terminal.endpoint import base_url
+from chatbot.terminal.export import export_format
 from chatbot.terminal.results import emphasised
 from chatbot.terminal.screen import inline, printable, wants_colour
 from tests.conftest import OTHER_SECRET, bearer, make_token, recv_json, wait_for
@@ -811,6 +813,78 @@ def test_search_shows_control_characters_as_text(server: ServeProcess, tmp_path:
         assert raw not in term.raw
 
 
+def test_export_writes_json_or_markdown_and_keeps_existing_files(
+    server: ServeProcess, tmp_path: Path
+) -> None:
+    token = make_token("exporter")
+    with terminal("--url", server.url, cwd=tmp_path, CHATBOT_TOKEN=token) as term:
+        session_id = term.expect_re(r"session: (\S+) \(new\).*\nyou> ").group(1)
+        term.line("hello")
+        term.expect("assistant> Echo: hello\nyou> ")
+        term.line("/title Greetings")
+        term.expect("title: Greetings\nyou> ")
+        term.line("/regenerate")
+        term.expect(f"assistant> Echo: hello\n{REPLACED}\nyou> ")
+        term.line("/export out.json")
+        # The whole tree: the question and both replies.
+        term.expect("Exported 3 messages to out.json\nyou> ")
+        term.line("/export notes.MD")
+        # The current branch.
+        term.expect("Exported 2 messages to notes.MD\nyou> ")
+        term.line("/export out.json")
+        term.expect("error: out.json already exists; /export! out.json replaces it\nyou> ")
+        term.line(f"/export {tmp_path}")
+        term.expect(f"error: cannot write {tmp_path}: it is a directory; name a file in it\n")
+        term.line("/export missing/out.json")
+        term.expect("error: cannot write missing/out.json: No such file or directory\nyou> ")
+        exported = json.loads((tmp_path / "out.json").read_text())
+        term.line("again")
+        term.expect("assistant> Echo: again\nyou> ")
+        term.line("/export! out.json")
+        term.expect("Exported 5 messages to out.json\nyou> ")
+        term.line("/quit")
+        assert term.wait() == 0
+    assert exported["format"] == "chatbot.session.v1"
+    assert exported["session"]["title"] == "Greetings"
+    assert [(m["role"], m["content"]) for m in exported["messages"]] == [
+        ("user", "hello"),
+        ("assistant", "Echo: hello"),
+        ("assistant", "Echo: hello"),
+    ]
+    replaced = json.loads((tmp_path / "out.json").read_text())
+    assert replaced["format"] == "chatbot.session.v1"
+    assert len(replaced["messages"]) == 5
+    response = httpx.get(
+        f"{server.url}/api/sessions/{session_id}/export",
+        params={"format": "json"},
+        headers=bearer(token),
+    )
+    assert replaced == response.json()
+    markdown = (tmp_path / "notes.MD").read_text()
+    assert re.fullmatch(
+        r"# Greetings\n\nExported on \d{4}-\d\d-\d\d \d\d:\d\d UTC\.\n\n"
+        r"## User\n\nhello\n\n## Assistant\n\nEcho: hello\n",
+        markdown,
+    ), markdown
+    assert not (tmp_path / "missing").exists()
+
+
+def test_help_lists_the_conversation_commands(server: ServeProcess, tmp_path: Path) -> None:
+    with terminal("--url", server.url, cwd=tmp_path, CHATBOT_TOKEN=make_token("helped")) as term:
+        term.expect("you> ")
+        term.line("/help")
+        term.expect(
+            "/regenerate    a new reply to your last message (the previous reply is kept)\n"
+            "/edit [TEXT]   change your last message and get a new reply: TEXT, or the message\n"
+            "               typed out on the line to edit (the previous message is kept)\n"
+            "/search WORDS  find messages in all your sessions\n"
+            "/export FILE   save this session to FILE: Markdown if FILE ends in .md, else JSON;\n"
+            "               /export! FILE replaces a file that exists\n"
+        )
+        term.line("/quit")
+        assert term.wait() == 0
+
+
 def test_urls() -> None:
     assert base_url("http://127.0.0.1:8000/") == "http://127.0.0.1:8000"
     assert base_url("https://example.com/chat/") == "https://example.com/chat"
@@ -848,3 +922,10 @@ def test_colours_only_on_a_terminal_without_no_color() -> None:
     assert wants_colour(Tty(), {"TERM": "xterm", "NO_COLOR": ""})
     assert not wants_colour(Tty(), {"TERM": "dumb"})
     assert not wants_colour(io.StringIO(), {"TERM": "xterm"})
+
+
+def test_export_format_follows_the_file_name() -> None:
+    assert export_format("notes.md") == "markdown"
+    assert export_format("Notes.MARKDOWN") == "markdown"
+    assert export_format("session.json") == "json"
+    assert export_format("session.md.bak") == "json"

@@ -5,6 +5,7 @@
     api.py        the HTTP calls of the slash commands
     screen.py     printing: streamed replies, lines above the prompt, inert control text
     results.py    /search's results: excerpts with their matches emphasised
+    export.py     /export's file: its format, written without replacing one by mistake
     link.py       the chat socket: send (a message, an edit, a regeneration), stream,
                   cancel, reconnect and resume
     interrupt.py  Ctrl-C: one KeyboardInterrupt in the main thread per press, never lost

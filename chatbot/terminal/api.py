@@ -14,6 +14,8 @@ from chatbot.terminal.screen import printable
 HTTP_TIMEOUT = 10.0
 #: Messages read per request when looking for the last one the user wrote.
 PAGE = 10
+#: The most messages the server lists per request.
+MAX_PAGE = 100
 
 
 def _session_path(session_id: str) -> str:
@@ -126,7 +128,32 @@ class Api:
                 return None
             params["before"] = page["messages"][0]["id"]
 
+    def branch_length(self, session_id: str) -> int:
+        """How many messages the session's current branch holds."""
+        params: dict[str, Any] = {"limit": MAX_PAGE}
+        count = 0
+        while True:
+            page = self._call("GET", f"{_session_path(session_id)}/messages", params=params)
+            if page is None:
+                return count
+            count += len(page["messages"])
+            if not page["has_more"] or not page["messages"]:
+                return count
+            params["before"] = page["messages"][0]["id"]
+
     def search(self, query: str, limit: int = 20) -> tuple[list[dict[str, Any]], bool]:
         """The user's messages that match ``query``, best first, and whether more match."""
         page = self._call("GET", "/search", params={"q": query, "limit": limit})
         return page["results"], page["next_cursor"] is not None
+
+    def export_json(self, session_id: str) -> dict[str, Any] | None:
+        """The whole session in the ``chatbot.session.v1`` format, ``None`` if it is gone."""
+        path = f"{_session_path(session_id)}/export"
+        result: dict[str, Any] | None = self._call("GET", path, params={"format": "json"})
+        return result
+
+    def export_markdown(self, session_id: str) -> bytes | None:
+        """The current branch as a Markdown document, ``None`` if the session is gone."""
+        path = f"{_session_path(session_id)}/export"
+        response = self._request("GET", path, params={"format": "markdown"})
+        return None if response is None else response.content

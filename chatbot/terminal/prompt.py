@@ -24,6 +24,7 @@ from chatbot.terminal.endpoint import (
     default_url,
 )
 from chatbot.terminal.errors import ChatError, Unreachable
+from chatbot.terminal.export import export_format, json_text, write_file
 from chatbot.terminal.interrupt import CtrlC, read_line
 from chatbot.terminal.link import Link, Turn
 from chatbot.terminal.results import result_lines
@@ -47,6 +48,8 @@ HELP = """\
 /edit [TEXT]   change your last message and get a new reply: TEXT, or the message
                typed out on the line to edit (the previous message is kept)
 /search WORDS  find messages in all your sessions
+/export FILE   save this session to FILE: Markdown if FILE ends in .md, else JSON;
+               /export! FILE replaces a file that exists
 /help          this list
 /quit          leave (Ctrl-D too)
 Ctrl-C stops the reply being written; at the prompt it clears the line, and a second
@@ -228,7 +231,9 @@ class Chat:
             self.edit(argument)
         elif command == "/search" and argument:
             self.search(argument)
-        elif command in ("/switch", "/title", "/search"):
+        elif command in ("/export", "/export!") and argument:
+            self.export(argument, replace=command == "/export!")
+        elif command in ("/switch", "/title", "/search", "/export", "/export!"):
             self.screen.line(f"{command} needs an argument; /help lists the commands")
         elif command == "/regenerate":
             self.screen.line("/regenerate takes no argument; /help lists the commands")
@@ -390,6 +395,27 @@ class Chat:
                 f"(the {len(results)} best matches; more messages match: add words to narrow "
                 "the search)"
             )
+
+    def export(self, name: str, *, replace: bool) -> None:
+        """Write the current session to the file ``name``: its current branch as Markdown
+        for a ``.md`` name, else the whole conversation as JSON, which imports back."""
+        session_id = self._session()
+        if session_id is None:
+            return
+        content: bytes | None
+        if export_format(name) == "markdown":
+            content = self.api.export_markdown(session_id)
+            count = self.api.branch_length(session_id)
+        else:
+            data = self.api.export_json(session_id)
+            content = None if data is None else json_text(data)
+            count = 0 if data is None else len(data["messages"])
+        if content is None:
+            self.screen.line(f"session {session_id} no longer exists")
+            return
+        write_file(name, content, replace=replace)
+        noun = "message" if count == 1 else "messages"
+        self.screen.line(f"Exported {count} {noun} to {printable(name)}")
 
     def close(self) -> None:
         try:
