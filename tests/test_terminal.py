@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import getpass
+import io
+import json
 import os
 import re
 import select
@@ -24,7 +26,9 @@ import pytest
 from websockets.sync.client import connect
 
 from chatbot.terminal.endpoint import base_url
-from chatbot.terminal.screen import printable
+from chatbot.terminal.export import export_format
+from chatbot.terminal.results import emphasised
+from chatbot.terminal.screen import inline, printable, wants_colour
 from tests.conftest import OTHER_SECRET, bearer, make_token, recv_json, wait_for
 from tests.processes import FOREIGN_PREFIXES, ServeProcess, free_port
 
@@ -40,6 +44,7 @@ def client_env(**extra: str) -> dict[str, str]:
     """The test runner's environment without its chatbot settings, as a terminal has it."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(FOREIGN_PREFIXES)}
     env.pop("CHATBOT_TOKEN", None)
+    env.pop("NO_COLOR", None)
     env.update(TERM="xterm-256color", **extra)
     return env
 
@@ -139,11 +144,14 @@ def terminal(*args: str, cwd: Path, **env: str) -> Iterator[Terminal]:
         term.close()
 
 
-def run_client(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    """The client without a terminal, for the cases where it exits before reading a line."""
+def run_client(
+    *args: str, cwd: Path, stdin: str | None = None, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """The client without a terminal, reading the lines of ``stdin`` (none by default)."""
     return subprocess.run(
         [sys.executable, "-m", "chatbot", "chat", *args],
-        cwd=cwd, env=client_env(**env), stdin=subprocess.DEVNULL,
+        cwd=cwd, env=client_env(**env), input=stdin,
+        stdin=subprocess.DEVNULL if stdin is None else None,
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
 
@@ -156,8 +164,13 @@ def slow_server(path: Path, **env: str) -> ServeProcess:
     return process
 
 
-def messages(server: ServeProcess, token: str, session_id: str) -> list[dict[str, Any]]:
-    response = httpx.get(f"{server.url}/api/sessions/{session_id}/messages", headers=bearer(token))
+def messages(
+    server: ServeProcess, token: str, session_id: str, **params: Any
+) -> list[dict[str, Any]]:
+    """The current branch (or the one ending at ``leaf_id=``), root first."""
+    response = httpx.get(
+        f"{server.url}/api/sessions/{session_id}/messages", params=params, headers=bearer(token)
+    )
     assert response.status_code == 200, response.text
     result: list[dict[str, Any]] = response.json()["messages"]
     return result
@@ -335,10 +348,12 @@ def test_session_continues_and_shows_its_newest_messages_as_text(
         ws.send('{"message": "stop me now"}')
         ws.send('{"type": "cancel"}')
         assert recv_json(ws)["status"] == "cancelled"
+    # Titled after its first reply, from its first words.
+    wait_for(lambda: session(server, token, session_id)["title"] == "m1", "the title")
     args = ("--url", server.url, "--session", session_id)
     with terminal(*args, cwd=tmp_path, CHATBOT_TOKEN=token) as term:
         term.expect(
-            f"session: {session_id} (untitled); /help lists the commands\n"
+            f"session: {session_id} (m1); /help lists the commands\n"
             "[earlier messages not shown]\n"
             "you> m4\nassistant> Echo: m4\n"
             "you> ^[[31mred^[]0;owned^G\nassistant> Echo: ^[[31mred^[]0;owned^G\n"
@@ -570,8 +585,14 @@ def test_under_a_mount_prefix(tmp_path: Path) -> None:
             session_id = term.expect_re(r"session: (\S+) \(new\).*\nyou> ").group(1)
             term.line("under a prefix")
             term.expect("assistant> Echo: under a prefix\nyou> ")
+
+            def titled() -> bool:
+                response = httpx.get(f"{url}/api/sessions/{session_id}", headers=bearer(token))
+                return bool(response.json()["title"])
+
+            wait_for(titled, "the session's title, from its first words")
             term.line("/sessions")
-            term.expect_re(rf"\*  1  {re.escape(session_id)}  .*  2 messages  \(untitled\)\n")
+            term.expect_re(rf"\*  1  {re.escape(session_id)}  .*  2 messages  under a prefix\n")
             term.line("/quit")
             assert term.wait() == 0
         result = run_client("--url", server.url, cwd=tmp_path, CHATBOT_TOKEN=token)
@@ -583,6 +604,287 @@ def test_under_a_mount_prefix(tmp_path: Path) -> None:
         )
 
 
+REPLACED = "[this reply replaces the previous one, which is kept as an earlier version]"
+WHEN = r"\d{4}-\d\d-\d\d \d\d:\d\d"
+
+
+def test_regenerate_streams_a_new_reply_and_keeps_the_old_one(
+    server: ServeProcess, tmp_path: Path
+) -> None:
+    token = make_token("regenerator")
+    with terminal("--url", server.url, cwd=tmp_path, CHATBOT_TOKEN=token) as term:
+        session_id = term.expect_re(r"session: (\S+) \(new\).*\nyou> ").group(1)
+        term.line("/regenerate")
+        term.expect("error: there is no reply to regenerate\nyou> ")
+        term.line("one two three four five six")
+        term.expect("assistant> Echo: one two three four five six\nyou> ")
+        first = messages(server, token, session_id)
+        term.line("/regenerate")
+        term.expect("assistant> Echo: one ")
+        assert "six" not in term.rest(), "the new reply came at once, not as it streamed"
+        term.expect(f"two three four five six\n{REPLACED}\nyou> ")
+        term.line("/regenerate again")
+        term.expect("/regenerate takes no argument; /help lists the commands\nyou> ")
+        term.line("/quit")
+        assert term.wait() == 0
+    question, old = first
+    branch = messages(server, token, session_id)
+    assert [(m["role"], m["content"]) for m in branch] == [
+        ("user", "one two three four five six"),
+        ("assistant", "Echo: one two three four five six"),
+    ]
+    assert branch[0]["id"] == question["id"]
+    new = branch[1]
+    assert new["id"] != old["id"]
+    assert new["parent_id"] == old["parent_id"] == question["id"]
+    assert new["siblings"] == [old["id"], new["id"]]
+    assert session(server, token, session_id)["message_count"] == 3
+
+
+def test_edit_prefills_the_line_and_keeps_the_old_message(
+    server: ServeProcess, tmp_path: Path
+) -> None:
+    token = make_token("editor")
+    with terminal("--url", server.url, cwd=tmp_path, CHATBOT_TOKEN=token) as term:
+        session_id = term.expect_re(r"session: (\S+) \(new\).*\nyou> ").group(1)
+        term.line("/edit")
+        term.expect("nothing to edit: no message of yours in this session yet\nyou> ")
+        term.line("first question")
+        term.expect("assistant> Echo: first question\nyou> ")
+        term.line("second question")
+        term.expect("assistant> Echo: second question\nyou> ")
+        term.line("/edit")
+        # The last message is on the line, ready to edit; what is typed goes after it.
+        term.expect("edit> second question")
+        term.line(", revised")
+        term.expect("assistant> Echo: second question, revised\nyou> ")
+        term.line("/edit third take")
+        term.expect("assistant> Echo: third take\nyou> ")
+        # Ctrl-C, or an emptied line, sends nothing.
+        term.line("/edit")
+        term.expect("edit> third take")
+        term.send("\x03")
+        term.expect("[edit cancelled]\nyou> ")
+        term.line("/edit")
+        term.expect("edit> third take")
+        term.line("\x15")  # Ctrl-U empties the line
+        term.expect("[edit cancelled]\nyou> ")
+        term.line("/quit")
+        assert term.wait() == 0
+    branch = messages(server, token, session_id)
+    assert [(m["role"], m["content"]) for m in branch] == [
+        ("user", "first question"),
+        ("assistant", "Echo: first question"),
+        ("user", "third take"),
+        ("assistant", "Echo: third take"),
+    ]
+    edited = branch[2]
+    assert edited["parent_id"] == branch[1]["id"]
+    assert len(edited["siblings"]) == 3 and edited["siblings"][-1] == edited["id"]
+    # The earlier versions are kept, each with its own reply.
+    for sibling, text in zip(
+        edited["siblings"][:2], ["second question", "second question, revised"], strict=True
+    ):
+        kept = messages(server, token, session_id, leaf_id=sibling)
+        assert [m["content"] for m in kept[2:]] == [text]
+    assert session(server, token, session_id)["message_count"] == 8
+
+
+def test_edit_of_a_first_message_starts_the_conversation_anew(
+    server: ServeProcess, tmp_path: Path
+) -> None:
+    token = make_token("restarter")
+    with terminal("--url", server.url, cwd=tmp_path, CHATBOT_TOKEN=token) as term:
+        session_id = term.expect_re(r"session: (\S+) \(new\).*\nyou> ").group(1)
+        term.line("hello")
+        term.expect("assistant> Echo: hello\nyou> ")
+        term.line("/edit hi")
+        term.expect("assistant> Echo: hi\nyou> ")
+        term.line("/quit")
+        assert term.wait() == 0
+    branch = messages(server, token, session_id)
+    assert [(m["content"], m["parent_id"]) for m in branch] == [
+        ("hi", None),
+        ("Echo: hi", branch[0]["id"]),
+    ]
+    assert len(branch[0]["siblings"]) == 2
+
+
+def test_edit_without_a_terminal_shows_the_old_text_and_reads_the_new(
+    server: ServeProcess, tmp_path: Path
+) -> None:
+    token = make_token("piper")
+    result = run_client(
+        "--url", server.url, cwd=tmp_path, stdin="hello\n/edit\nbye\n/edit\n\n",
+        CHATBOT_TOKEN=token,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    session_id = re.match(r"session: (\S+) \(new\)", result.stdout)
+    assert session_id is not None
+    assert result.stdout == (
+        f"session: {session_id.group(1)} (new); /help lists the commands\n"
+        "assistant> Echo: hello\n"
+        "editing: hello\n"
+        "assistant> Echo: bye\n"
+        "editing: bye\n"
+        "[edit cancelled]\n"
+    )
+    branch = messages(server, token, session_id.group(1))
+    assert [m["content"] for m in branch] == ["bye", "Echo: bye"]
+
+
+def _search_results(term: Terminal, query: str, count: int) -> list[tuple[str, str]]:
+    """Type ``/search query`` and read ``count`` results: (heading, excerpt) pairs, as
+    shown (without the terminal's control sequences), sorted."""
+    term.line(f"/search {query}")
+    lines = term.expect_re(rf"{re.escape(query)}\n((?:.*\n){{{2 * count}}})you> ").group(1)
+    shown = lines.splitlines()
+    return sorted(zip(shown[::2], shown[1::2], strict=True))
+
+
+def test_search_emphasises_the_matches(server: ServeProcess, tmp_path: Path) -> None:
+    token = make_token("searcher")
+    with terminal("--url", server.url, cwd=tmp_path, CHATBOT_TOKEN=token) as term:
+        trip = term.expect_re(r"session: (\S+) \(new\).*\nyou> ").group(1)
+        term.line("best time to visit Lisbon")
+        term.expect("assistant> Echo: best time to visit Lisbon\nyou> ")
+        term.line("/title Trip planning")
+        term.expect("title: Trip planning\nyou> ")
+        term.line("/new")
+        term.expect_re(r"session: \S+ \(new\)\nyou> ")
+        term.line("nothing about cities")
+        term.expect("assistant> Echo: nothing about cities\nyou> ")
+        found = _search_results(term, "lisbon", 2)
+        heading = rf"Trip planning \(session {re.escape(trip)}\), "
+        assert re.fullmatch(heading + rf"assistant, {WHEN}", found[0][0])
+        assert found[0][1] == "  Echo: best time to visit Lisbon"
+        assert re.fullmatch(heading + rf"user, {WHEN}", found[1][0])
+        assert found[1][1] == "  best time to visit Lisbon"
+        # On a terminal the match is in bold reverse video.
+        assert term.raw.count(b"visit \x1b[1;7mLisbon\x1b[22;27m\r\n") == 2
+        term.line("/search zebra")
+        term.expect("No messages match zebra.\nyou> ")
+        words = " ".join(f"w{n}" for n in range(33))
+        term.line(f"/search {words}")
+        term.expect(
+            "error: a search query may hold at most 32 words and quoted phrases, this one "
+            "has 33: remove some\nyou> "
+        )
+        term.line("/search")
+        term.expect("/search needs an argument; /help lists the commands\nyou> ")
+        term.line("/quit")
+        assert term.wait() == 0
+    # With NO_COLOR set, the matches are between brackets instead.
+    with terminal("--url", server.url, cwd=tmp_path, CHATBOT_TOKEN=token, NO_COLOR="1") as term:
+        term.expect("you> ")
+        found = _search_results(term, '"to visit"', 2)
+        assert [excerpt for _, excerpt in found] == [
+            "  Echo: best time [to visit] Lisbon",
+            "  best time [to visit] Lisbon",
+        ]
+        term.line("/quit")
+        assert term.wait() == 0
+    assert b"\x1b[1;7m" not in term.raw
+
+
+def test_search_shows_control_characters_as_text(server: ServeProcess, tmp_path: Path) -> None:
+    token = make_token("sirens")
+    with connect(server.ws_url, additional_headers=bearer(token)) as ws:
+        session_id = recv_json(ws)["session_id"]
+        ws.send('{"message": "siren \\u001b[31m red \\u001b]0;owned\\u0007 \\u009b bell"}')
+        recv_json(ws)
+    response = httpx.patch(
+        f"{server.url}/api/sessions/{session_id}",
+        json={"title": "evil\n\u001b]0;title\u0007"},
+        headers=bearer(token),
+    )
+    assert response.status_code == 200
+    with terminal("--url", server.url, cwd=tmp_path, CHATBOT_TOKEN=token) as term:
+        term.expect("you> ")
+        found = _search_results(term, "siren", 2)
+        heading = rf"evil \^\[\]0;title\^G \(session {re.escape(session_id)}\), "
+        assert re.fullmatch(heading + rf"assistant, {WHEN}", found[0][0])
+        assert found[0][1] == "  Echo: siren ^[[31m red ^[]0;owned^G \\x9b bell"
+        assert re.fullmatch(heading + rf"user, {WHEN}", found[1][0])
+        assert found[1][1] == "  siren ^[[31m red ^[]0;owned^G \\x9b bell"
+        term.line("/quit")
+        assert term.wait() == 0
+    for raw in (b"\x1b[31m", b"\x1b]0;", b"\x07", "\x9b".encode()):
+        assert raw not in term.raw
+
+
+def test_export_writes_json_or_markdown_and_keeps_existing_files(
+    server: ServeProcess, tmp_path: Path
+) -> None:
+    token = make_token("exporter")
+    with terminal("--url", server.url, cwd=tmp_path, CHATBOT_TOKEN=token) as term:
+        session_id = term.expect_re(r"session: (\S+) \(new\).*\nyou> ").group(1)
+        term.line("hello")
+        term.expect("assistant> Echo: hello\nyou> ")
+        term.line("/title Greetings")
+        term.expect("title: Greetings\nyou> ")
+        term.line("/regenerate")
+        term.expect(f"assistant> Echo: hello\n{REPLACED}\nyou> ")
+        term.line("/export out.json")
+        # The whole tree: the question and both replies.
+        term.expect("Exported 3 messages to out.json\nyou> ")
+        term.line("/export notes.MD")
+        # The current branch.
+        term.expect("Exported 2 messages to notes.MD\nyou> ")
+        term.line("/export out.json")
+        term.expect("error: out.json already exists; /export! out.json replaces it\nyou> ")
+        term.line(f"/export {tmp_path}")
+        term.expect(f"error: cannot write {tmp_path}: it is a directory; name a file in it\n")
+        term.line("/export missing/out.json")
+        term.expect("error: cannot write missing/out.json: No such file or directory\nyou> ")
+        exported = json.loads((tmp_path / "out.json").read_text())
+        term.line("again")
+        term.expect("assistant> Echo: again\nyou> ")
+        term.line("/export! out.json")
+        term.expect("Exported 5 messages to out.json\nyou> ")
+        term.line("/quit")
+        assert term.wait() == 0
+    assert exported["format"] == "chatbot.session.v1"
+    assert exported["session"]["title"] == "Greetings"
+    assert [(m["role"], m["content"]) for m in exported["messages"]] == [
+        ("user", "hello"),
+        ("assistant", "Echo: hello"),
+        ("assistant", "Echo: hello"),
+    ]
+    replaced = json.loads((tmp_path / "out.json").read_text())
+    assert replaced["format"] == "chatbot.session.v1"
+    assert len(replaced["messages"]) == 5
+    response = httpx.get(
+        f"{server.url}/api/sessions/{session_id}/export",
+        params={"format": "json"},
+        headers=bearer(token),
+    )
+    assert replaced == response.json()
+    markdown = (tmp_path / "notes.MD").read_text()
+    assert re.fullmatch(
+        r"# Greetings\n\nExported on \d{4}-\d\d-\d\d \d\d:\d\d UTC\.\n\n"
+        r"## User\n\nhello\n\n## Assistant\n\nEcho: hello\n",
+        markdown,
+    ), markdown
+    assert not (tmp_path / "missing").exists()
+
+
+def test_help_lists_the_conversation_commands(server: ServeProcess, tmp_path: Path) -> None:
+    with terminal("--url", server.url, cwd=tmp_path, CHATBOT_TOKEN=make_token("helped")) as term:
+        term.expect("you> ")
+        term.line("/help")
+        term.expect(
+            "/regenerate    a new reply to your last message (the previous reply is kept)\n"
+            "/edit [TEXT]   change your last message and get a new reply: TEXT, or the message\n"
+            "               typed out on the line to edit (the previous message is kept)\n"
+            "/search WORDS  find messages in all your sessions\n"
+            "/export FILE   save this session to FILE: Markdown if FILE ends in .md, else JSON;\n"
+            "               /export! FILE replaces a file that exists\n"
+        )
+        term.line("/quit")
+        assert term.wait() == 0
+
+
 def test_urls() -> None:
     assert base_url("http://127.0.0.1:8000/") == "http://127.0.0.1:8000"
     assert base_url("https://example.com/chat/") == "https://example.com/chat"
@@ -592,3 +894,38 @@ def test_urls() -> None:
 def test_printable_keeps_text_and_shows_controls() -> None:
     assert printable("héllo\n\tworld ✓") == "héllo\n\tworld ✓"
     assert printable("\x1b[2J\x07\r\x7f\x9b") == "^[[2J^G^M^?\\x9b"
+
+
+def test_search_excerpts_are_one_inert_line() -> None:
+    marks = ("<", ">")
+    assert emphasised("a cat\nand a\tcatalog", [[2, 5], [12, 19]], marks) == (
+        "a <cat> and a <catalog>"
+    )
+    # Escapes inside or around a match are shown, and cannot move the marks.
+    assert emphasised("\x1b[31mred\x1b[0m", [[5, 8]], marks) == "^[[31m<red>^[[0m"
+    assert emphasised("\x1b[31mred\x1b[0m", [[0, 6]], marks) == "<^[[31mr>ed^[[0m"
+    # Offsets that do not fit the excerpt, overlap or are not pairs of integers are left out.
+    assert emphasised("abcdef", [[4, 9], [0, 2], [1, 3], ["0", 1], [3], None], marks) == (
+        "<abc>def"
+    )
+    assert emphasised("abc", "not a list", marks) == "abc"
+    assert inline("title\r\nwith\u0085 breaks\x1b]0;x\x07") == ("title with\\x85 breaks^[]0;x^G")
+
+
+def test_colours_only_on_a_terminal_without_no_color() -> None:
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    assert wants_colour(Tty(), {"TERM": "xterm"})
+    assert not wants_colour(Tty(), {"TERM": "xterm", "NO_COLOR": "1"})
+    assert wants_colour(Tty(), {"TERM": "xterm", "NO_COLOR": ""})
+    assert not wants_colour(Tty(), {"TERM": "dumb"})
+    assert not wants_colour(io.StringIO(), {"TERM": "xterm"})
+
+
+def test_export_format_follows_the_file_name() -> None:
+    assert export_format("notes.md") == "markdown"
+    assert export_format("Notes.MARKDOWN") == "markdown"
+    assert export_format("session.json") == "json"
+    assert export_format("session.md.bak") == "json"

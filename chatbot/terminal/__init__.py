@@ -4,7 +4,10 @@
     endpoint.py   the server's base URL, and the token shown to it
     api.py        the HTTP calls of the slash commands
     screen.py     printing: streamed replies, lines above the prompt, inert control text
-    link.py       the chat socket: send, stream, cancel, reconnect and resume
+    results.py    /search's results: excerpts with their matches emphasised
+    export.py     /export's file: its format, written without replacing one by mistake
+    link.py       the chat socket: send (a message, an edit, a regeneration), stream,
+                  cancel, reconnect and resume
     interrupt.py  Ctrl-C: one KeyboardInterrupt in the main thread per press, never lost
     prompt.py     the main thread: readline, Ctrl-C, the slash commands
 

@@ -1,5 +1,6 @@
-"""The chat socket of ``chatbot chat``: a message and its reply as it streams, a cancel,
-and a socket reopened when it drops, picking up the reply in progress."""
+"""The chat socket of ``chatbot chat``: a message (or an edit, or a regeneration) and its
+reply as it streams, a cancel, and a socket reopened when it drops, picking up the reply in
+progress."""
 
 from __future__ import annotations
 
@@ -33,11 +34,28 @@ CLOSE_TIMEOUT = 2.0
 _FATAL_CLOSES = {4401, 4403, 4404, 4429}
 
 
+def message(text: str) -> dict[str, Any]:
+    """A message that continues the current branch."""
+    return {"message": text}
+
+
+def edit(text: str, parent_id: int | None) -> dict[str, Any]:
+    """A message in place of the one that follows ``parent_id`` (``None``: the first one):
+    the server keeps the old one as a sibling, and the new branch becomes current."""
+    return {"message": text, "parent_id": parent_id}
+
+
+def regenerate() -> dict[str, Any]:
+    """A new reply in place of the newest one of the current branch, which is kept."""
+    return {"type": "regenerate"}
+
+
 @dataclass
 class Turn:
-    """One message sent and the reply shown for it."""
+    """One request sent (:func:`message`, :func:`edit` or :func:`regenerate`) and the reply
+    shown for it."""
 
-    text: str
+    request: dict[str, Any]
     done: asyncio.Future[None]
     id: str = field(default_factory=lambda: "t-" + secrets.token_urlsafe(12))
     sent: bool = False
@@ -48,6 +66,9 @@ class Turn:
     #: The socket was reopened: the next delta holds the whole reply so far.
     resumed: bool = False
     cancel_sent: bool = False
+    #: The status of the reply once its final frame has come; None while there is none
+    #: (still streaming, an error, or given up on).
+    status: str | None = None
 
     def finish(self, error: ChatError | None = None) -> None:
         if self.done.done():
@@ -177,7 +198,10 @@ class Link:
             return
         turn = self._turn
         if turn is None or frame.get("reply_to") != turn.id:
-            return  # a reply to someone else's message on this session, or a newer frame type
+            # A reply to someone else's message on this session, or a frame that answers
+            # nothing: a branch or title frame (sent from the first edit or regeneration
+            # on), or a newer frame type. None of them is shown.
+            return
         if kind == "delta" and isinstance(frame.get("delta"), str):
             if turn.resumed:
                 self._restart(turn, frame["delta"])
@@ -215,6 +239,7 @@ class Link:
             self._show(turn, text)
         mark = status_mark(turn.shown, status) if isinstance(status, str) else ""
         self.screen.write(mark + "\n")
+        turn.status = status if isinstance(status, str) else "complete"
         turn.finish()
 
     def _error(self, turn: Turn, error: Any) -> None:
@@ -293,9 +318,10 @@ class Link:
 
     # -- what the main thread calls --------------------------------------------------------
 
-    async def ask(self, text: str) -> None:
-        """Send a message and show its reply; returns when the reply has ended."""
-        turn = Turn(text, asyncio.get_running_loop().create_future())
+    async def ask(self, request: dict[str, Any]) -> Turn:
+        """Send a request (:func:`message`, :func:`edit`, :func:`regenerate`) and show its
+        reply; returns, with how it ended, when the reply has ended."""
+        turn = Turn(request, asyncio.get_running_loop().create_future())
         self._turn = turn
         try:
             if self.fatal is not None:
@@ -310,12 +336,16 @@ class Link:
             await turn.done
         finally:
             self._turn = None
+        return turn
 
     async def _send(self, turn: Turn) -> None:
         ws = self._ws
         if ws is None or turn.sent_on is ws:
             return
-        frame = {"message": turn.text, "session_id": self.session_id, "id": turn.id, "stream": True}
+        frame = dict(turn.request)
+        if "message" in frame:
+            frame["session_id"] = self.session_id
+        frame.update(id=turn.id, stream=True)
         with contextlib.suppress(ConnectionClosed):  # the reader sees it and reconnects
             await ws.send(json.dumps(frame, ensure_ascii=False))
             turn.sent, turn.sent_on = True, ws

@@ -11,8 +11,10 @@ import sys
 import threading
 from collections.abc import Coroutine, Iterator
 from datetime import datetime
+from types import ModuleType
 from typing import Any, TextIO, TypeVar
 
+from chatbot.terminal import link
 from chatbot.terminal.api import Api
 from chatbot.terminal.endpoint import (
     Credentials,
@@ -22,24 +24,42 @@ from chatbot.terminal.endpoint import (
     default_url,
 )
 from chatbot.terminal.errors import ChatError, Unreachable
+from chatbot.terminal.export import export_format, json_text, write_file
 from chatbot.terminal.interrupt import CtrlC, read_line
-from chatbot.terminal.link import Link
+from chatbot.terminal.link import Link, Turn
+from chatbot.terminal.results import result_lines
 from chatbot.terminal.screen import PROMPT, REPLY, Screen, printable, status_mark
 
 #: How many of a session's newest messages ``/switch`` and ``--session`` show.
 RECENT_MESSAGES = 6
+#: The prompt of ``/edit``, on which the message being edited is typed out.
+EDIT_PROMPT = "edit> "
+#: How many results ``/search`` shows.
+SEARCH_RESULTS = 20
+#: Printed after a regenerated reply.
+REPLACED = "[this reply replaces the previous one, which is kept as an earlier version]"
 
 HELP = """\
 /new           start a new session
 /sessions      list your sessions, most recently active first
 /switch ID|N   continue a session: its id, or its number in the /sessions list
 /title TEXT    rename this session
+/regenerate    a new reply to your last message (the previous reply is kept)
+/edit [TEXT]   change your last message and get a new reply: TEXT, or the message
+               typed out on the line to edit (the previous message is kept)
+/search WORDS  find messages in all your sessions
+/export FILE   save this session to FILE: Markdown if FILE ends in .md, else JSON;
+               /export! FILE replaces a file that exists
 /help          this list
 /quit          leave (Ctrl-D too)
 Ctrl-C stops the reply being written; at the prompt it clears the line, and a second
 Ctrl-C in a row leaves. Start a message with // to send one that begins with /."""
 
 T = TypeVar("T")
+
+
+class Over(ChatError):
+    """The chat cannot go on (``Link.fatal`` says why): no prompt is shown any more."""
 
 
 class Loop:
@@ -80,9 +100,13 @@ class Chat:
 
     def __init__(self, server: Server, credentials: Credentials, out: TextIO, err: TextIO) -> None:
         interactive = sys.stdin.isatty()
+        #: input() edits lines and keeps their history with it; /edit fills the line in.
+        self.readline: ModuleType | None = None
         if interactive:
             with contextlib.suppress(ImportError):
-                import readline  # noqa: F401 (input() edits lines and keeps history with it)
+                import readline
+
+                self.readline = readline
         self.screen = Screen(out, err, interactive)
         self.api = Api(server, credentials)
         self.ctrl_c = CtrlC()
@@ -130,19 +154,14 @@ class Chat:
         interrupted = False
         while True:
             try:
-                with self._prompting:
-                    # Either the failure is seen here, or _wake sees the prompt and
-                    # interrupts it: no prompt is left waiting on a chat that is over.
-                    if self.link.failed():
-                        return 1
-                    self.screen.typing = True
-                line = read_line(self.screen.prompt)
+                line = self._read_line()
+            except Over:
+                return 1
             except EOFError:
                 if self.screen.interactive:
                     self.screen.write("\n")
                 return 0
             except KeyboardInterrupt:
-                self.screen.typing = False
                 if self.link.failed():
                     return 1
                 if interrupted:
@@ -151,8 +170,6 @@ class Chat:
                 self.screen.write("\n(Ctrl-C again, Ctrl-D or /quit to leave)\n")
                 interrupted = True
                 continue
-            finally:
-                self.screen.typing = False
             interrupted = False
             try:
                 if not self.handle(line):
@@ -166,6 +183,24 @@ class Chat:
             except KeyboardInterrupt:
                 self.screen.line("[interrupted]")
         return 1
+
+    def _read_line(self, prompt: str = PROMPT) -> str:
+        """A line typed at ``prompt`` (none without a terminal); raises Over when the chat
+        can no longer go on, and EOFError or KeyboardInterrupt as input() does."""
+        saved = self.screen.prompt
+        if self.screen.interactive:
+            self.screen.prompt = prompt  # drawn again under a line printed meanwhile
+        try:
+            with self._prompting:
+                # Either the failure is seen here, or _wake sees the prompt and interrupts
+                # it: no prompt is left waiting on a chat that is over.
+                if self.link.failed():
+                    raise Over
+                self.screen.typing = True
+            return read_line(self.screen.prompt)
+        finally:
+            self.screen.typing = False
+            self.screen.prompt = saved
 
     def handle(self, line: str) -> bool:
         """Act on one line; False to leave."""
@@ -190,8 +225,18 @@ class Chat:
             self.switch(argument)
         elif command == "/title" and argument:
             self.rename(argument)
-        elif command in ("/switch", "/title"):
+        elif command == "/regenerate" and not argument:
+            self.regenerate()
+        elif command == "/edit":
+            self.edit(argument)
+        elif command == "/search" and argument:
+            self.search(argument)
+        elif command in ("/export", "/export!") and argument:
+            self.export(argument, replace=command == "/export!")
+        elif command in ("/switch", "/title", "/search", "/export", "/export!"):
             self.screen.line(f"{command} needs an argument; /help lists the commands")
+        elif command == "/regenerate":
+            self.screen.line("/regenerate takes no argument; /help lists the commands")
         else:
             self.screen.line(
                 f"unknown command {printable(command)}; /help lists the commands "
@@ -201,12 +246,16 @@ class Chat:
 
     def send(self, text: str) -> None:
         """Send a message and wait for its reply; Ctrl-C cancels it."""
+        self.ask(link.message(text))
+
+    def ask(self, request: dict[str, Any]) -> Turn:
+        """Send a request (see :mod:`chatbot.terminal.link`) and wait for its reply;
+        Ctrl-C cancels it. The turn, which says how the reply ended."""
         with self._quiet_terminal():
-            future = self.loop.submit(self.link.ask(text))
+            future = self.loop.submit(self.link.ask(request))
             while True:
                 try:
-                    future.result()
-                    return
+                    return future.result()
                 except KeyboardInterrupt:
                     pass
                 # Ctrl-C pressed again right now must not leave the reply running unseen.
@@ -266,14 +315,107 @@ class Chat:
         self._open(session)
 
     def rename(self, title: str) -> None:
-        if self.link.session_id is None:
-            self.screen.line("no session: send a message first, or /switch to one")
+        session_id = self._session()
+        if session_id is None:
             return
-        session = self.api.rename(self.link.session_id, title)
+        session = self.api.rename(session_id, title)
         if session is None:
-            self.screen.line(f"session {self.link.session_id} no longer exists")
+            self.screen.line(f"session {session_id} no longer exists")
             return
         self.screen.line(f"title: {printable(session['title'] or '')}")
+
+    def _session(self) -> str | None:
+        """The current session's id; None, said so, when there is none."""
+        if self.link.session_id is None:
+            self.screen.line("no session: send a message first, or /switch to one")
+        return self.link.session_id
+
+    def regenerate(self) -> None:
+        """A new reply in place of the newest one; the previous reply stays, as a version."""
+        if self._session() is None:
+            return
+        turn = self.ask(link.regenerate())
+        if turn.status is not None:
+            self.screen.line(REPLACED)
+
+    def edit(self, text: str) -> None:
+        """Replace the last message the user wrote with ``text``, or with the line they
+        edit, and answer it; the previous message stays on the server, as a version."""
+        session_id = self._session()
+        if session_id is None:
+            return
+        last = self.api.last_user_message(session_id)
+        if last is None:
+            self.screen.line("nothing to edit: no message of yours in this session yet")
+            return
+        if "parent_id" not in last:
+            raise ChatError("this server keeps no versions of messages; /edit needs a newer one")
+        if not text:
+            typed = self._edited(str(last["content"]))
+            if typed is None or not typed.strip():
+                self.screen.line("[edit cancelled]")
+                return
+            text = typed
+        self.ask(link.edit(text, last["parent_id"]))
+
+    def _edited(self, old: str) -> str | None:
+        """The new text of a message, typed at the edit prompt: ``old`` is on the line to
+        edit where readline is, else shown above it. None if the edit was abandoned
+        (Ctrl-C or Ctrl-D)."""
+        if self.readline is None:
+            self.screen.line(f"editing: {printable(old)}")
+            return self._edit_line()
+        readline = self.readline
+        readline.set_startup_hook(lambda: readline.insert_text(old))
+        try:
+            return self._edit_line()
+        finally:
+            readline.set_startup_hook(None)
+
+    def _edit_line(self) -> str | None:
+        try:
+            return self._read_line(EDIT_PROMPT)
+        except (EOFError, KeyboardInterrupt):
+            if self.link.failed():
+                raise Over from None  # interrupted because the chat is over
+            if self.screen.interactive:
+                self.screen.write("\n")
+            return None
+
+    def search(self, words: str) -> None:
+        """The user's messages that match ``words``, in all their sessions, best first."""
+        results, more = self.api.search(words, SEARCH_RESULTS)
+        if not results:
+            self.screen.line(f"No messages match {printable(words)}.")
+            return
+        for line in result_lines(results, colour=self.screen.colour):
+            self.screen.line(line)
+        if more:
+            self.screen.line(
+                f"(the {len(results)} best matches; more messages match: add words to narrow "
+                "the search)"
+            )
+
+    def export(self, name: str, *, replace: bool) -> None:
+        """Write the current session to the file ``name``: its current branch as Markdown
+        for a ``.md`` name, else the whole conversation as JSON, which imports back."""
+        session_id = self._session()
+        if session_id is None:
+            return
+        content: bytes | None
+        if export_format(name) == "markdown":
+            content = self.api.export_markdown(session_id)
+            count = self.api.branch_length(session_id)
+        else:
+            data = self.api.export_json(session_id)
+            content = None if data is None else json_text(data)
+            count = 0 if data is None else len(data["messages"])
+        if content is None:
+            self.screen.line(f"session {session_id} no longer exists")
+            return
+        write_file(name, content, replace=replace)
+        noun = "message" if count == 1 else "messages"
+        self.screen.line(f"Exported {count} {noun} to {printable(name)}")
 
     def close(self) -> None:
         try:

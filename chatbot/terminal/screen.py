@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import threading
+from collections.abc import Mapping
 from typing import TextIO
 
 PROMPT = "you> "
@@ -27,6 +29,22 @@ def printable(text: str) -> str:
     return "".join(out)
 
 
+def inline(text: str) -> str:
+    """Text from the server on one line, inert: :func:`printable`, with line breaks and
+    tabs as spaces (a title or an excerpt must not break the line it is shown on)."""
+    return printable(text.replace("\r\n", " ").replace("\n", " ").replace("\t", " "))
+
+
+def wants_colour(out: TextIO, environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether to emphasise with ANSI attributes: only on a terminal, and not when
+    ``NO_COLOR`` is set to anything (https://no-color.org) or ``TERM`` is ``dumb``."""
+    try:
+        terminal = out.isatty()
+    except ValueError:  # closed
+        return False
+    return terminal and not environ.get("NO_COLOR") and environ.get("TERM") != "dumb"
+
+
 def status_mark(text: str, status: str) -> str:
     """What follows a reply's text: nothing when it completed, else `` [cancelled]`` (or
     ``[error]``), without a second space after a text that ends with one."""
@@ -45,6 +63,8 @@ class Screen:
         self.err = err
         self.interactive = interactive
         self.prompt = PROMPT if interactive else ""
+        #: Search matches are shown in bold reverse video, else between brackets.
+        self.colour = wants_colour(out)
         #: Set by the main thread while it waits in ``input()``.
         self.typing = False
         self._lock = threading.Lock()
