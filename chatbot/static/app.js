@@ -9,7 +9,6 @@ import { Transcript } from "./transcript.js";
 
 const $ = (id) => document.getElementById(id);
 const HISTORY_PAGE = 50;
-const TITLE_CHARS = 60;
 const TOAST_MS = 8000;
 
 const box = $("message");
@@ -369,14 +368,6 @@ function chosen() {
 
 // Sending ----------------------------------------------------------------------------------
 
-function titleFrom(text) {
-  const words = text.trim().replace(/\s+/g, " ");
-  if (words.length <= TITLE_CHARS) return words;
-  const cut = words.slice(0, TITLE_CHARS);
-  const space = cut.lastIndexOf(" ");
-  return (space > TITLE_CHARS / 3 ? cut.slice(0, space) : cut) + "…";
-}
-
 async function send() {
   const text = box.value;
   if (!text.trim() || creating) return;
@@ -384,7 +375,8 @@ async function send() {
     creating = true;
     let session;
     try {
-      session = await api("POST", "api/sessions", { title: titleFrom(text), ...chosen() });
+      // Untitled: the server titles it after the first reply, and says so in a title frame.
+      session = await api("POST", "api/sessions", chosen());
     } catch (error) {
       report(error);
       return;
