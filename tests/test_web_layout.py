@@ -52,9 +52,11 @@ def test_accessible_names(start_server: ServerFactory, page: Page) -> None:
     wait_for_replies(page, 1)
     expect(log).to_have_attribute("aria-busy", "false")
     expect(page.get_by_role("button", name="Stop")).to_be_hidden()
-    # The new session is a link in the list, named by its title.
+    # The new session is a link in the list, named by its title, which the server gives it
+    # after the first reply (its first words, without a title backend).
     links = nav.get_by_role("listitem").get_by_role("link")
     expect(links).to_have_count(1)
+    expect(links.first).to_have_accessible_name("one two three four five six")
     with httpx.Client(base_url=server.url, headers=bearer(ALICE)) as api:
         (session,) = api.get("/api/sessions").json()["sessions"]
     assert session["title"]
@@ -77,12 +79,12 @@ def test_phone_width(server: LiveServer, new_page: Callable[..., Page]) -> None:
     page.get_by_role("button", name="Sessions").click()
     nav = page.get_by_role("navigation", name="Sessions")
     expect(nav.get_by_role("link").first).to_be_in_viewport()
-    expect(page.get_by_role("button", name="New chat")).to_be_in_viewport()
+    expect(page.get_by_role("button", name="New chat", exact=True)).to_be_in_viewport()
     expect(nav.get_by_role("button", name=re.compile("^Rename")).first).to_be_in_viewport()
     expect(nav.get_by_role("button", name=re.compile("^Delete")).first).to_be_in_viewport()
     assert page.evaluate("document.scrollingElement.scrollWidth") <= 360
     screenshot(page, "chat-phone-360-sessions")
-    page.get_by_role("button", name="New chat").click()
+    page.get_by_role("button", name="New chat", exact=True).click()
     expect(page.get_by_role("textbox", name="Message")).to_be_in_viewport()
     expect(page.get_by_role("log")).not_to_contain_text("A reply with a long line")
 

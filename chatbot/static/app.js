@@ -9,7 +9,6 @@ import { Transcript } from "./transcript.js";
 
 const $ = (id) => document.getElementById(id);
 const HISTORY_PAGE = 50;
-const TITLE_CHARS = 60;
 const TOAST_MS = 8000;
 
 const box = $("message");
@@ -34,7 +33,7 @@ let loadingOlder = false;
 let creating = false;
 let backends = null;
 let toastTimer = 0;
-// The text of each message sent, by client id, for "Retry".
+// Each message (or regenerate frame) sent, by client id, for "Retry".
 const sent = new Map();
 
 // Signing in -------------------------------------------------------------------------------
@@ -174,6 +173,10 @@ function connect(id, { buffer = false } = {}) {
       } else if (name !== "connecting" && name !== "reconnecting") {
         banner("");
       }
+      // Branch frames sent while the socket was closed were missed: read the branch again.
+      // Not with a message on its way: it could show the branch that message replaces, and
+      // the branch is read again once it is answered.
+      if (name === "open" && detail.again && !conn.pending) readBranch(WHOLE_BRANCH);
     },
     auth: () => {
       if (conn === connection) showSignIn("Your sign-in has expired; sign in again to go on.");
@@ -194,14 +197,22 @@ function connect(id, { buffer = false } = {}) {
 }
 
 function onFrame(frame, { replace }) {
+  // Frames handled late (after opening a session) wait too while the branch is read.
+  if (buffered !== null && branches.reading === connection) {
+    buffered.push([frame, { replace }]);
+    return;
+  }
   if (frame.type === "delta") {
     transcript.delta(frame.reply_to ?? "", frame.delta, replace);
   } else if (frame.type === "message") {
     transcript.final(frame);
     sidebar.touch(sessionId);
+    branches.stale = connection;
   } else if (frame.type === "error") {
     const id = frame.reply_to;
-    transcript.error(frame, id && sent.has(id) ? () => resend(id) : null);
+    if (transcript.error(frame, id && sent.has(id) ? () => resend(id) : null)) branches.stale = connection;
+  } else if (frame.type === "branch") {
+    if (frame.leaf_id !== transcript.leafId()) readBranch(WHOLE_BRANCH);
   } else if (frame.type === "title" && typeof frame.title === "string") {
     const session = sidebar.get(sessionId);
     if (session) sidebar.upsert({ ...session, title: frame.title });
@@ -212,7 +223,11 @@ function onFrame(frame, { replace }) {
 
 function updateBusy() {
   const busy = transcript.streaming || Boolean(connection && connection.pending);
-  transcript.setBusy(busy);
+  // Once the replies are over, learn the ids and versions of what was said.
+  if (!busy && branches.stale !== null && branches.stale === connection) readBranch(NEW_MESSAGES);
+  const reading = branchBusy();
+  transcript.setBusy(busy || reading);
+  transcript.setLocked(busy || reading);
   $("stop").hidden = !busy;
 }
 
@@ -369,14 +384,6 @@ function chosen() {
 
 // Sending ----------------------------------------------------------------------------------
 
-function titleFrom(text) {
-  const words = text.trim().replace(/\s+/g, " ");
-  if (words.length <= TITLE_CHARS) return words;
-  const cut = words.slice(0, TITLE_CHARS);
-  const space = cut.lastIndexOf(" ");
-  return (space > TITLE_CHARS / 3 ? cut.slice(0, space) : cut) + "…";
-}
-
 async function send() {
   const text = box.value;
   if (!text.trim() || creating) return;
@@ -384,7 +391,8 @@ async function send() {
     creating = true;
     let session;
     try {
-      session = await api("POST", "api/sessions", { title: titleFrom(text), ...chosen() });
+      // Untitled: the server titles it after the first reply, and says so in a title frame.
+      session = await api("POST", "api/sessions", chosen());
     } catch (error) {
       report(error);
       return;
@@ -401,18 +409,19 @@ async function send() {
   }
   box.value = "";
   const id = newClientId();
-  sent.set(id, text);
+  const payload = { message: text, id, stream: true };
+  sent.set(id, payload);
   transcript.addUser(text, id);
-  connection.send({ message: text, id, stream: true });
+  connection.send(payload);
   sidebar.touch(sessionId);
   updateBusy();
 }
 
 function resend(id) {
-  const text = sent.get(id);
-  if (text === undefined || connection === null) return;
+  const payload = sent.get(id);
+  if (payload === undefined || connection === null) return;
   transcript.userEntry(id)?.node.classList.add("pending");
-  connection.send({ message: text, id, stream: true });
+  connection.send(payload);
   updateBusy();
 }
 
@@ -442,6 +451,118 @@ document.addEventListener("keydown", (event) => {
     stop();
   }
 });
+
+// Branches: edit, regenerate, versions ------------------------------------------------------
+// The transcript shows one branch of the conversation's tree. The page reads that branch
+// again over HTTP whenever it may have changed (a branch frame, a switch between versions, a
+// socket opened again) and, once the replies are over, reads the ids and versions of the
+// messages just said, which reply frames do not carry. Socket frames wait while it reads, so
+// that no reply is drawn into a transcript being replaced; a reply streaming stays at the end.
+
+/** How much of the branch to read: the messages since the last read, or the newest page. */
+const NEW_MESSAGES = 1;
+const WHOLE_BRANCH = 2;
+const branches = {
+  // The connection whose branch is being read, and how much to read after that.
+  reading: null,
+  queued: 0,
+  // The connection on which a reply ended since the branch was last read.
+  stale: null,
+  switching: false,
+};
+
+function branchBusy() {
+  return (branches.reading !== null && branches.reading === connection) || branches.switching;
+}
+
+async function readBranch(level) {
+  const conn = connection;
+  if (conn === null || sessionId === null) return;
+  if (branches.reading === conn) {
+    branches.queued = Math.max(branches.queued, level);
+    return;
+  }
+  // Still opening the session: its history is being read anyway.
+  if (buffered !== null) return;
+  branches.reading = conn;
+  branches.stale = null;
+  buffered = [];
+  updateBusy();
+  const path = `api/sessions/${encodeURIComponent(sessionId)}/messages`;
+  let fromRoot = false;
+  let page = null;
+  try {
+    if (level === NEW_MESSAGES) {
+      const limit = Math.min(HISTORY_PAGE, transcript.unsettled() + 1);
+      page = await api("GET", `${path}?limit=${limit}`);
+      // Not joined to what is shown: the branch changed unseen, read a whole page.
+      if (page.has_more && !transcript.shows(page.messages[0])) page = null;
+    }
+    if (page === null && conn === connection) page = await api("GET", `${path}?limit=${HISTORY_PAGE}`);
+    if (conn === connection) {
+      const keepLocal = level === NEW_MESSAGES;
+      ({ fromRoot } = transcript.showBranch(page.messages, { complete: !page.has_more, keepLocal }));
+      if (fromRoot) historyMore = page.has_more;
+    }
+  } catch (error) {
+    if (conn === connection) report(error);
+  } finally {
+    if (branches.reading === conn) branches.reading = null;
+  }
+  if (conn !== connection) return;
+  const waiting = buffered || [];
+  buffered = null;
+  // A branch frame among them starts another read: the rest wait for that one (onFrame).
+  for (const [frame, options] of waiting) onFrame(frame, options);
+  const next = branches.queued;
+  branches.queued = 0;
+  if (next) readBranch(next);
+  updateBusy();
+  if (fromRoot) fillView();
+}
+
+async function switchVersion(messageId) {
+  const conn = connection;
+  if (conn === null || branches.switching) return;
+  branches.switching = true;
+  updateBusy();
+  try {
+    const session = await api("PATCH", "api/sessions/" + encodeURIComponent(sessionId), { leaf_id: messageId });
+    // The branch frame of this switch may have been read already.
+    if (conn === connection && session.leaf_id !== transcript.leafId()) readBranch(WHOLE_BRANCH);
+  } catch (error) {
+    if (conn === connection) report(error);
+  } finally {
+    branches.switching = false;
+    updateBusy();
+  }
+}
+
+transcript.onSwitch = (messageId) => switchVersion(messageId);
+
+transcript.onEdit = (entry, text) => {
+  if (connection === null || entry.parentId === undefined) return;
+  const id = newClientId();
+  const payload = { message: text, parent_id: entry.parentId, id, stream: true };
+  sent.set(id, payload);
+  // The new version replaces the edited message and everything below it.
+  transcript.truncate(entry);
+  transcript.addUser(text, id);
+  connection.send(payload);
+  sidebar.touch(sessionId);
+  updateBusy();
+};
+
+transcript.onRegenerate = (entry) => {
+  if (connection === null || entry.messageId === null) return;
+  const id = newClientId();
+  const payload = { type: "regenerate", message_id: entry.messageId, id, stream: true };
+  sent.set(id, payload);
+  transcript.truncate(entry);
+  connection.send(payload);
+  sidebar.touch(sessionId);
+  updateBusy();
+};
 
 // The sidebar on narrow screens -------------------------------------------------------------
 

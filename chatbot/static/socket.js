@@ -2,6 +2,7 @@
 // picks up the reply in progress (?stream=1 sends the text so far), and keeps an outbox:
 // every message carries a client id and is sent again, with that id, after a reconnect
 // until its answer arrives. The server answers each id once, so nothing runs twice.
+// It asks for the conversation's branch and title frames too (?conversation_events=1).
 
 const BACKOFF_MS = [250, 500, 1000, 2000, 4000, 8000];
 const MAX_BACKOFF_MS = 10_000;
@@ -20,7 +21,8 @@ export function newClientId() {
 export function socketUrl(sessionId) {
   const url = new URL("ws/chat/", location.href);
   url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
-  url.search = new URLSearchParams({ session_id: sessionId, stream: "1" }).toString();
+  const query = { session_id: sessionId, stream: "1", conversation_events: "1" };
+  url.search = new URLSearchParams(query).toString();
   url.hash = "";
   return url.href;
 }
@@ -33,8 +35,10 @@ function jitter(ms) {
  * Events, as methods of `handlers`:
  * - frame(frame, {replace}): a frame from the server; `replace` is true for the first delta
  *   of a reply since the socket opened (the text so far, which replaces what is shown);
- * - state(name, detail): "connecting", "open", "reconnecting" (detail: {attempt, reason}),
- *   "idle" (closed by the server for inactivity; reopens on the next send) or "closed";
+ * - state(name, detail): "connecting", "open" (detail: {again}, true when the socket was
+ *   open before: frames may have been missed meanwhile), "reconnecting" (detail: {attempt,
+ *   reason}), "idle" (closed by the server for inactivity; reopens on the next send) or
+ *   "closed";
  * - auth(): the token was refused or expired and no fresher one exists; call resume() once
  *   the user has signed in again;
  * - gone(): the session does not exist (any more);
@@ -56,6 +60,8 @@ export class Connection {
     this.seen = new Set();
     // Why the connection was lost (the server's close reason), while reconnecting.
     this.outage = "";
+    // How many times a socket opened, to tell a reopening from the first.
+    this.openings = 0;
     this.cancelOnOpen = false;
   }
 
@@ -69,7 +75,8 @@ export class Connection {
     return this.outbox.size > 0;
   }
 
-  /** Send a message (`payload` has an `id`); it stays in the outbox until answered. */
+  /** Send a message or a regenerate frame (`payload` has an `id`); it stays in the outbox
+   * until answered. */
   send(payload) {
     this.outbox.set(payload.id, payload);
     if (this.isOpen) this.write(payload);
@@ -149,7 +156,8 @@ export class Connection {
       opened = true;
       this.attempt = 0;
       this.seen.clear();
-      this.handlers.state("open");
+      this.handlers.state("open", { again: this.openings > 0 });
+      this.openings += 1;
       // Unanswered messages again, with their ids: the server answers each id once.
       for (const payload of this.outbox.values()) this.write(payload);
       if (this.cancelOnOpen) this.write({ type: "cancel" });
