@@ -1,9 +1,15 @@
-"""The chat page: ``/``, its static files under versioned URLs, and ``/config.json``.
+"""The chat page: ``/``, its static files under versioned URLs, ``/config.json``, and the
+read-only page of a shared conversation, ``/s/<share id>``.
 
 The page is plain files shipped in ``chatbot/static`` (no build step). Every URL in them is
 relative, so the page works at ``/`` and wherever the app is mounted. Assets are served from
 ``static/<content hash>/...`` and cached for a year; the HTML itself is revalidated on every
 load, so a new version of the page is picked up at once.
+
+The shared page is built from the same files (``share.html`` and ``share.js``) and sent with
+the same Content-Security-Policy. It needs no token and holds nothing but what the share
+itself holds: the page names no configuration, and its script fetches
+``api/shares/<share id>``.
 """
 
 from __future__ import annotations
@@ -19,13 +25,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from chatbot.errors import ConfigError
+from chatbot.api_data import MAX_SHARE_ID_CHARS
+from chatbot.errors import ConfigError, NotFound
+from chatbot.runtime import runtime_of
 from chatbot.serialize import error_response
 from chatbot.settings import Settings
 
 STATIC_DIR = Path(__file__).parent / "static"
 #: The page's template: not an asset, so not served under ``static/``.
 TEMPLATE = "index.html"
+#: The shared page's template, served at ``s/<share id>``: one directory down.
+SHARE_TEMPLATE = "share.html"
 #: Replaced in the template by the versioned asset directory, e.g. ``static/3f9a0c1d2e4b/``.
 STATIC_PLACEHOLDER = "{{static}}"
 MEDIA_TYPES = {
@@ -81,20 +91,23 @@ def oidc_config(settings: Settings) -> dict[str, str] | None:
 
 @dataclass(frozen=True)
 class Assets:
-    """The page's files, read once: their bytes by relative path, and one content hash."""
+    """The page's files, read once: their bytes by relative path, one content hash, and the
+    two pages made from their templates."""
 
     files: Mapping[str, bytes]
     version: str
     html: bytes
+    share_html: bytes
 
     @classmethod
     def load(cls, directory: Path = STATIC_DIR) -> Assets:
-        """Read every file under ``directory``; the template becomes the page's HTML."""
+        """Read every file under ``directory``; the templates become the pages' HTML."""
         files: dict[str, bytes] = {}
         for path in sorted(directory.rglob("*")):
             if path.is_file() and path.suffix in MEDIA_TYPES:
                 files[path.relative_to(directory).as_posix()] = path.read_bytes()
         template = (directory / TEMPLATE).read_text(encoding="utf-8")
+        share_template = (directory / SHARE_TEMPLATE).read_text(encoding="utf-8")
         digest = hashlib.sha256()
         for name, data in files.items():
             digest.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
@@ -102,7 +115,9 @@ class Assets:
         # relative paths (./vendor/dompurify.mjs) and always get the same release.
         version = digest.hexdigest()[:16]
         html = template.replace(STATIC_PLACEHOLDER, f"static/{version}/").encode()
-        return cls(files=files, version=version, html=html)
+        # s/<share id> is one level below the chat page: its assets are one level up.
+        share_html = share_template.replace(STATIC_PLACEHOLDER, f"../static/{version}/").encode()
+        return cls(files=files, version=version, html=html, share_html=share_html)
 
 
 def routes(settings: Settings, assets: Assets | None = None) -> list[BaseRoute]:
@@ -126,7 +141,8 @@ def routes(settings: Settings, assets: Assets | None = None) -> list[BaseRoute]:
     async def asset(request: Request) -> Response:
         name = str(request.path_params["path"])
         data = assets.files.get(name)
-        if request.path_params["version"] != assets.version or data is None or name == TEMPLATE:
+        template = name in (TEMPLATE, SHARE_TEMPLATE)
+        if request.path_params["version"] != assets.version or data is None or template:
             # An old version's URL too: serving today's bytes under it would be cached as
             # that version for a year.
             return error_response(
@@ -141,6 +157,25 @@ def routes(settings: Settings, assets: Assets | None = None) -> list[BaseRoute]:
             headers={**strict, "Cache-Control": IMMUTABLE},
         )
 
+    async def shared(request: Request) -> Response:
+        # The page of an unknown or revoked share is 404, as GET api/shares/<id> is; it still
+        # shows (its script, getting the same 404, says the link does not work).
+        share_id = str(request.path_params["share_id"])
+        status = 200
+        try:
+            if len(share_id) > MAX_SHARE_ID_CHARS:
+                raise NotFound("share not found")
+            await runtime_of(request).store.get_share(share_id)
+        except NotFound:
+            status = 404
+        return Response(
+            assets.share_html,
+            status_code=status,
+            media_type="text/html; charset=utf-8",
+            # Never kept by a cache: a revoked link must stop working at once.
+            headers={**strict, "Cache-Control": "no-store", "X-Robots-Tag": "noindex"},
+        )
+
     async def page_config(request: Request) -> Response:
         return JSONResponse(config, headers={**strict, "Cache-Control": "no-cache"})
 
@@ -148,4 +183,5 @@ def routes(settings: Settings, assets: Assets | None = None) -> list[BaseRoute]:
         Route("/", page, methods=["GET"]),
         Route("/config.json", page_config, methods=["GET"]),
         Route("/static/{version}/{path:path}", asset, methods=["GET"]),
+        Route("/s/{share_id}", shared, methods=["GET"]),
     ]

@@ -68,9 +68,12 @@ def test_oidc_config_holds_public_values_only() -> None:
 
 def test_the_version_changes_with_any_file(tmp_path: Path) -> None:
     (tmp_path / "index.html").write_text('<script src="{{static}}a.js"></script>')
+    (tmp_path / "share.html").write_text('<script src="{{static}}b.js"></script>')
     (tmp_path / "a.js").write_text("one")
     first = Assets.load(tmp_path)
     assert first.html == f'<script src="static/{first.version}/a.js"></script>'.encode()
+    # The shared page is at s/<share id>, a level below.
+    assert first.share_html == f'<script src="../static/{first.version}/b.js"></script>'.encode()
     (tmp_path / "a.js").write_text("two")
     assert Assets.load(tmp_path).version != first.version
 
@@ -122,7 +125,8 @@ def test_modules_import_each_other_from_the_same_version(server: LiveServer) -> 
     "path",
     [
         "/static/0000000000000000/app.js",  # another version: never cache today's bytes
-        "/static/{version}/index.html",  # the template is not an asset
+        "/static/{version}/index.html",  # the templates are not assets
+        "/static/{version}/share.html",
         "/static/{version}/nope.js",
         "/static/{version}/%2e%2e/web.py",
     ],

@@ -26,14 +26,22 @@ async function errorOf(response) {
 
 /** Call the API: `api("GET", "api/sessions")`. Resolves to the JSON body (null for 204). */
 export async function api(method, path, body) {
+  const init = body === undefined ? {} : { body: JSON.stringify(body), type: "application/json" };
+  const response = await request(method, path, init);
+  return response.status === 204 ? null : response.json();
+}
+
+/** Call the API and resolve to its successful Response, for a body that is not JSON (a
+ * download) or a request body that is not JSON built here (a file to import). */
+export async function request(method, path, { body, type } = {}) {
   const token = currentToken();
   if (token === null) {
     throw new AuthRequired(expired() ? "Your sign-in has expired; sign in again." : "Sign in to chat.");
   }
   const init = { method, headers: { Authorization: "Bearer " + token }, cache: "no-store" };
   if (body !== undefined) {
-    init.headers["Content-Type"] = "application/json";
-    init.body = JSON.stringify(body);
+    init.headers["Content-Type"] = type;
+    init.body = body;
   }
   let response;
   try {
@@ -51,5 +59,5 @@ export async function api(method, path, body) {
     const error = await errorOf(response);
     throw new ApiError(response.status, error.code, error.message);
   }
-  return response.status === 204 ? null : response.json();
+  return response;
 }

@@ -6,6 +6,9 @@ import { icon } from "./icons.js";
 import { Connection, newClientId } from "./socket.js";
 import { Sidebar, titleOf, UNTITLED } from "./sidebar.js";
 import { Transcript } from "./transcript.js";
+import { Search } from "./search.js";
+import { ShareDialog } from "./sharing.js";
+import { ExportMenu, Importer } from "./transfer.js";
 
 const $ = (id) => document.getElementById(id);
 const HISTORY_PAGE = 50;
@@ -108,6 +111,7 @@ $("sign-out").addEventListener("click", async () => {
   transcript.reset();
   updateBusy();
   sidebar.clear();
+  search.clear();
   try {
     await auth.signOut();
   } catch (error) {
@@ -240,6 +244,7 @@ async function openSession(id) {
   transcript.updateEmpty(false);
   showChooser(false);
   sidebar.setActive(id);
+  showSessionActions();
   setTitle(titleOf(sidebar.get(id)));
   closeSidebar();
   // The socket first, so no reply is missed; its frames wait until the history is shown.
@@ -313,6 +318,7 @@ function newChat({ push = true } = {}) {
   updateBusy();
   transcript.updateEmpty(true);
   sidebar.setActive(null);
+  showSessionActions();
   setTitle(UNTITLED);
   showChooser(true);
   closeSidebar();
@@ -403,6 +409,7 @@ async function send() {
     history.pushState(null, "", "#session=" + encodeURIComponent(sessionId));
     sidebar.upsert(session);
     sidebar.setActive(sessionId);
+    showSessionActions();
     setTitle(titleOf(session));
     showChooser(false);
     connect(sessionId);
@@ -442,6 +449,7 @@ box.addEventListener("keydown", (event) => {
 $("stop").addEventListener("click", stop);
 document.addEventListener("keydown", (event) => {
   if (event.key !== "Escape" || event.defaultPrevented || $("confirm-delete").open) return;
+  if ($("share-dialog").open) return;
   if (document.querySelector(".app.sidebar-open")) {
     closeSidebar();
     return;
@@ -581,6 +589,87 @@ $("toggle-sidebar").addEventListener("click", () => {
   if (open) document.querySelector(".session-link[aria-current]")?.focus();
 });
 $("backdrop").addEventListener("click", closeSidebar);
+
+// Search, export, import and shared links ----------------------------------------------------
+// The parts live in search.js, transfer.js and sharing.js; this only ties them to the page.
+
+const search = new Search(
+  {
+    input: $("search"),
+    panel: $("search-results"),
+    list: $("search-list"),
+    status: $("search-status"),
+    more: $("search-more"),
+    sessions: $("sessions"),
+  },
+  { open: (id, messageId) => openAt(id, messageId), error: report },
+);
+new ExportMenu($("export-menu"), () => sessionId, report);
+const shareDialog = new ShareDialog($("share-dialog"), () => sessionId, report);
+$("share").addEventListener("click", () => shareDialog.share());
+new Importer($("import"), $("import-file"), {
+  imported: (sessions) => {
+    if (sessions.length === 0) {
+      toast("The file holds no conversation to import.");
+      return;
+    }
+    for (const session of [...sessions].reverse()) sidebar.upsert(session);
+    location.hash = "#session=" + encodeURIComponent(sessions[0].session_id);
+  },
+  error: report,
+});
+
+/** Share and Export apply to the open session: shown only when one is. */
+function showSessionActions() {
+  $("session-actions").hidden = sessionId === null;
+}
+
+/** Open session `id` at message `messageId` (a search result): page back through its history
+ * to the message, or, when it is not on the branch shown, make its branch current first. */
+async function openAt(id, messageId) {
+  if (id !== sessionId) {
+    history.pushState(null, "", "#session=" + encodeURIComponent(id));
+    await openSession(id);
+  }
+  if (id !== sessionId) return;
+  let entry = await findEntry(messageId);
+  if (entry === null && id === sessionId) {
+    try {
+      await api("PATCH", "api/sessions/" + encodeURIComponent(id), { leaf_id: messageId });
+    } catch (error) {
+      report(error);
+      return;
+    }
+    if (id !== sessionId) return;
+    await openSession(id);
+    entry = await findEntry(messageId);
+  }
+  if (id !== sessionId) return;
+  if (entry === null) {
+    toast("That message is no longer in the chat; it may have been deleted.");
+    return;
+  }
+  for (const node of $("messages").querySelectorAll(".message.found")) {
+    node.classList.remove("found");
+  }
+  void entry.node.offsetWidth; // a layout in between, so the highlight plays again
+  entry.node.classList.add("found");
+  entry.node.scrollIntoView({ block: "center" });
+}
+
+/** The transcript's entry of message `messageId`, loading older pages until it shows; null
+ * when it is not on the branch shown. */
+async function findEntry(messageId) {
+  const id = sessionId;
+  for (;;) {
+    const entry = transcript.entries.find((e) => e.messageId === messageId);
+    if (entry) return entry;
+    // A reply's id is larger than its parent's: past an older one, it is not on this branch.
+    const oldest = transcript.oldestId();
+    if (!historyMore || oldest === null || oldest < messageId) return null;
+    if (!(await loadOlder()) || id !== sessionId) return null;
+  }
+}
 
 // Start ------------------------------------------------------------------------------------
 
