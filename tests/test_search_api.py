@@ -383,3 +383,21 @@ def test_deleted_messages_and_sessions_are_not_found(server: LiveServer) -> None
         assert contents(search(http, "papaya")) == ["papaya elsewhere", "papaya first"]
         assert http.delete(f"/api/sessions/{gone['session_id']}").status_code == 204
         assert contents(search(http, "papaya")) == ["papaya first"]
+
+
+def test_equal_matches_come_newest_first_by_when_they_were_written(server: LiveServer) -> None:
+    with Conversation(server, ALICE) as chat:
+        chat.send("feijoa")
+        session_id = chat.session_id
+    with server.http(ALICE) as http:
+        # Imported after it, history from an earlier year: stored later, written earlier.
+        import_session(http, linear_export("feijoa", start="2021-05-04T12:00:"))
+        today, imported, reply = search(http, "feijoa")["results"]
+    assert (today["snippet"], today["session_id"]) == ("feijoa", session_id)
+    assert (imported["snippet"], imported["created_at"]) == (
+        "feijoa",
+        "2021-05-04T12:00:01.000000Z",
+    )
+    assert imported["message_id"] > today["message_id"]
+    assert today["created_at"] > imported["created_at"]
+    assert reply["snippet"] == "Echo: feijoa"
