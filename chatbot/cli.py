@@ -1,4 +1,5 @@
-"""The ``chatbot`` command: ``serve``, ``token``, ``open``, ``backends``, ``migrate``, ``chat``."""
+"""The ``chatbot`` command: ``serve``, ``token``, ``open``, ``backends``, ``migrate``,
+``export``, ``import``, ``chat``."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ import logging
 import re
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from chatbot import __version__
-from chatbot.errors import ChatbotError, ConfigError
+from chatbot.errors import ChatbotError, ConfigError, InvalidRequest
 
 _DURATION = re.compile(r"^(\d+)([smhd]?)$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -197,6 +199,42 @@ def migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def export(args: argparse.Namespace) -> int:
+    """Write a user's sessions to stdout as JSON Lines."""
+    from chatbot.cli_transfer import check_user, export_sessions
+    from chatbot.settings import Settings
+
+    user = check_user(args.user)
+    settings = Settings.from_env(with_backends=False)
+    asyncio.run(export_sessions(settings, user, args.session, sys.stdout.buffer))
+    return 0
+
+
+def import_file(args: argparse.Namespace) -> int:
+    """Import the sessions of a file (``-``: stdin) for a user, all or none."""
+    from chatbot.cli_transfer import check_user, import_sessions, read_import
+    from chatbot.settings import Settings
+
+    user = check_user(args.user)
+    # With the backends: imported sessions go on with the server's default one.
+    settings = Settings.from_env()
+    if args.file == "-":
+        name, data = "stdin", sys.stdin.buffer.read()
+    else:
+        name = args.file
+        try:
+            data = Path(args.file).read_bytes()
+        except OSError as exc:
+            raise InvalidRequest(
+                "invalid_import", f"cannot read {name}: {exc.strerror or exc}"
+            ) from None
+    # The whole file is read before the database is opened: a bad file changes nothing.
+    sessions = asyncio.run(import_sessions(settings, user, read_import(data, name)))
+    noun = "session" if len(sessions) == 1 else "sessions"
+    print(f"Imported {len(sessions)} {noun} for {user}")
+    return 0
+
+
 def chat(args: argparse.Namespace) -> int:
     from chatbot.terminal import chat as run_chat
 
@@ -242,6 +280,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("migrate", help="apply pending database migrations")
     p.set_defaults(func=migrate)
+
+    p = commands.add_parser("export", help="write a user's sessions to stdout as JSON Lines")
+    p.add_argument("--user", required=True, help="whose sessions: the `sub` of their tokens")
+    p.add_argument("--session", help="only this session")
+    p.set_defaults(func=export)
+
+    p = commands.add_parser(
+        "import", help="import sessions from `chatbot export` or a ChatGPT export"
+    )
+    p.add_argument("--user", required=True, help="who owns them: the `sub` of their tokens")
+    p.add_argument(
+        "file",
+        metavar="FILE",
+        help="JSON Lines from `chatbot export`, a ChatGPT conversations.json, or - for stdin",
+    )
+    p.set_defaults(func=import_file)
 
     p = commands.add_parser("chat", help="chat with a server from this terminal")
     p.add_argument("--url", help="the server's base URL (default: from CHATBOT_HOST, CHATBOT_PORT)")

@@ -251,13 +251,19 @@ def test_migrate_creates_the_database_then_is_up_to_date(tmp_path: Path) -> None
     env = cli_env(CHATBOT_DATABASE_URL="sqlite:///./db/x.db")
     first = run_cli(tmp_path, "migrate", env=env)
     assert first.returncode == 0, first.stderr
-    assert first.stdout == "applied 0001_initial\napplied 0002_message_count\n"
+    assert first.stdout == (
+        "applied 0001_initial\napplied 0002_message_count\napplied 0003_branches\n"
+        "applied 0004_search\napplied 0005_shares\n"
+    )
     database = tmp_path / "db" / "x.db"
     assert database.is_file()
     with contextlib.closing(sqlite3.connect(database)) as db:
         assert db.execute("SELECT name FROM chatbot_migrations").fetchall() == [
             ("0001_initial",),
             ("0002_message_count",),
+            ("0003_branches",),
+            ("0004_search",),
+            ("0005_shares",),
         ]
 
     second = run_cli(tmp_path, "migrate", env=env)

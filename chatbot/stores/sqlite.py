@@ -583,13 +583,16 @@ class SQLiteStore(SessionStore):
         expression = match_expression(query, owner)
 
         def find(db: sqlite3.Connection) -> list[SearchHit]:
+            # Equal matches newest first by when they were written, not by id: an import
+            # stores an old conversation under new ids. The id only settles exact ties.
             rows = db.execute(
                 f"SELECT {', '.join('m.' + c for c in sql.MESSAGE_COLUMNS.split(', '))}, "
                 "s.title AS title FROM message_search "
                 "JOIN messages m ON m.id = message_search.rowid "
                 "JOIN sessions s ON s.id = m.session_id "
                 "WHERE message_search MATCH ? AND s.owner = ? "
-                "ORDER BY bm25(message_search, 1.0, 0.0), m.id DESC LIMIT ? OFFSET ?",
+                "ORDER BY bm25(message_search, 1.0, 0.0), m.created_at DESC, m.id DESC "
+                "LIMIT ? OFFSET ?",
                 (expression, owner, limit, offset),
             ).fetchall()
             return [SearchHit(sql.message_of(row), row["title"]) for row in rows]
