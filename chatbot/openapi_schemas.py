@@ -44,36 +44,18 @@ def error(description: str, *codes: str) -> dict[str, Any]:
             {"properties": {"error": {"properties": {"code": {"enum": list(codes)}}}}},
         ]
     }
-    return json_response(narrowed, f"{', '.join(codes)}: {description}")
+    return json_response(
+        narrowed, f"{', '.join(codes)}: {description[:1].lower()}{description[1:]}"
+    )
 
 
 UNAUTHORIZED = {
-    "description": "missing_token, invalid_token or token_expired: no valid bearer token",
+    **error("No valid bearer token", "missing_token", "invalid_token", "token_expired"),
     "headers": {
         "WWW-Authenticate": {
             "required": True,
             "description": '``Bearer`` without a token, else ``Bearer error="invalid_token"``',
             "schema": {"type": "string"},
-        }
-    },
-    "content": {
-        "application/json": {
-            "schema": {
-                "allOf": [
-                    ref("Error"),
-                    {
-                        "properties": {
-                            "error": {
-                                "properties": {
-                                    "code": {
-                                        "enum": ["missing_token", "invalid_token", "token_expired"]
-                                    }
-                                }
-                            }
-                        }
-                    },
-                ]
-            }
         }
     },
 }
@@ -82,7 +64,7 @@ MESSAGE_OR_SESSION_NOT_FOUND = error(
     "No such session for this user, or no such message in it", "not_found"
 )
 BAD_BODY = error(
-    "The body is not JSON (invalid_json), or not a JSON object (invalid_body)",
+    "The body is not JSON, or not a JSON object",
     "invalid_json",
     "invalid_body",
 )
@@ -251,7 +233,12 @@ SCHEMAS: dict[str, Any] = {
         "minProperties": 1,
         "properties": {
             "title": {"type": ["string", "null"], "maxLength": 200},
-            "leaf_id": {"type": "integer", "minimum": 1, "maximum": 2**62 - 1},
+            "leaf_id": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": 2**62 - 1,
+                "description": "A message id, written without a fraction: 5.0 is refused",
+            },
         },
     },
     "Message": _message(siblings=True),
