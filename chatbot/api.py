@@ -139,6 +139,8 @@ async def update_session(request: Request) -> Response:
     data = await _json_object(request, required=True)
     if not data or set(data) - {"title", "leaf_id"}:
         raise InvalidRequest("invalid_body", "send title, leaf_id or both")
+    # Both fields are checked before either is applied: a request refused changes nothing.
+    title = _optional_string(data, "title", MAX_TITLE_CHARS)
     session = None
     if "leaf_id" in data:
         leaf_id = data["leaf_id"]
@@ -149,7 +151,6 @@ async def update_session(request: Request) -> Response:
         if session.leaf_id != before.leaf_id:
             runtime.hub.publish(Branch(session_id, session.leaf_id))
     if "title" in data:
-        title = _optional_string(data, "title", MAX_TITLE_CHARS)
         session = await runtime.store.rename_session(identity.user_id, session_id, title)
         if title is not None:
             runtime.hub.publish(Title(session_id, title))

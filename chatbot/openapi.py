@@ -1,7 +1,9 @@
 """The OpenAPI 3.1 description of the HTTP API, served at ``/openapi.json``.
 
 Written by hand so that it says exactly what the handlers do; a test checks that every
-route of the application is described here and nothing else is.
+route of the application is described here and nothing else is. This module describes
+:mod:`chatbot.api`, :mod:`chatbot.openapi_data` the routes of :mod:`chatbot.api_data`, and
+:mod:`chatbot.openapi_schemas` holds the shapes both use.
 """
 
 from __future__ import annotations
@@ -11,265 +13,174 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from chatbot import __version__
+from chatbot import __version__, openapi_data
+from chatbot.openapi_schemas import (
+    BAD_BODY,
+    MESSAGE_ID_PATH,
+    MESSAGE_OR_SESSION_NOT_FOUND,
+    SCHEMAS,
+    SECURED,
+    SESSION_ID,
+    SESSION_NOT_FOUND,
+    TOO_LARGE,
+    TOO_MANY_SESSIONS,
+    UNAUTHORIZED,
+    error,
+    json_response,
+    limit,
+    message_id_query,
+    ref,
+)
 
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-
-def _error(description: str) -> dict[str, Any]:
-    return _json(_ref("Error"), description)
-
-
-_UNAUTHORIZED = {
-    "description": "Missing, invalid or expired bearer token",
-    "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
-    "content": {"application/json": {"schema": _ref("Error")}},
-}
-_SESSION_ID = {
-    "name": "session_id",
-    "in": "path",
-    "required": True,
-    "schema": {"type": "string"},
-}
-
-
-def _limit(default: int) -> dict[str, Any]:
-    return {
-        "name": "limit",
-        "in": "query",
-        "required": False,
-        "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": default},
-    }
-
-
-def _message_cursor(name: str, description: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "in": "query",
-        "required": False,
-        "description": description,
-        # 18 digits at most: the ids are SQLite integers.
-        "schema": {"type": "integer", "minimum": 0, "maximum": 999_999_999_999_999_999},
-    }
-
-
-_NULLABLE_STRING = {"type": ["string", "null"]}
-_TIMESTAMP = {"type": "string", "format": "date-time"}
-
-SCHEMAS: dict[str, Any] = {
-    "Error": {
-        "type": "object",
-        "required": ["error"],
-        "properties": {
-            "error": {
-                "type": "object",
-                "required": ["code", "message"],
-                "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
-            }
-        },
-    },
-    "Usage": {
-        "type": "object",
-        "properties": {
-            "input_tokens": {"type": "integer"},
-            "output_tokens": {"type": "integer"},
-        },
-    },
-    "Session": {
-        "type": "object",
-        "required": [
-            "session_id",
-            "title",
-            "backend",
-            "model",
-            "system_prompt",
-            "created_at",
-            "updated_at",
-            "message_count",
-        ],
-        "properties": {
-            "session_id": {"type": "string"},
-            "title": _NULLABLE_STRING,
-            "backend": {"type": "string"},
-            "model": _NULLABLE_STRING,
-            "system_prompt": _NULLABLE_STRING,
-            "created_at": _TIMESTAMP,
-            "updated_at": _TIMESTAMP,
-            "message_count": {"type": "integer", "minimum": 0},
-        },
-    },
-    "SessionList": {
-        "type": "object",
-        "required": ["sessions", "next_cursor"],
-        "properties": {
-            "sessions": {"type": "array", "items": _ref("Session")},
-            "next_cursor": _NULLABLE_STRING,
-        },
-    },
-    "NewSession": {
-        "type": "object",
-        "additionalProperties": False,
-        "properties": {
-            "title": {"type": ["string", "null"], "maxLength": 200},
-            "backend": {"type": ["string", "null"]},
-            "model": {"type": ["string", "null"]},
-            "system_prompt": _NULLABLE_STRING,
-        },
-    },
-    "SessionUpdate": {
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["title"],
-        "properties": {"title": {"type": ["string", "null"], "maxLength": 200}},
-    },
-    "Message": {
-        "type": "object",
-        "required": ["id", "role", "content", "status", "created_at"],
-        "properties": {
-            "id": {"type": "integer"},
-            "role": {"type": "string", "enum": ["user", "assistant"]},
-            "content": {"type": "string"},
-            "status": {
-                "type": "string",
-                "enum": ["complete", "cancelled", "error", "in_progress"],
-            },
-            "created_at": _TIMESTAMP,
-            "client_id": {"type": "string"},
-            "in_reply_to": {"type": ["integer", "null"]},
-            "backend": _NULLABLE_STRING,
-            "model": _NULLABLE_STRING,
-            "usage": _ref("Usage"),
-        },
-    },
-    "MessageList": {
-        "type": "object",
-        "required": ["messages", "has_more"],
-        "properties": {
-            "messages": {"type": "array", "items": _ref("Message")},
-            "has_more": {"type": "boolean"},
-        },
-    },
-    "Backend": {
-        "type": "object",
-        "required": ["name", "type", "default", "default_model", "models"],
-        "properties": {
-            "name": {"type": "string"},
-            "type": {"type": "string"},
-            "default": {"type": "boolean"},
-            "default_model": _NULLABLE_STRING,
-            "models": {"type": "array", "items": {"type": "string"}},
-        },
-    },
-    "BackendList": {
-        "type": "object",
-        "required": ["backends", "default"],
-        "properties": {
-            "backends": {"type": "array", "items": _ref("Backend")},
-            "default": {"type": "string"},
-        },
-    },
-    "Status": {
-        "type": "object",
-        "required": ["status"],
-        "properties": {"status": {"type": "string"}},
-    },
-}
-
-_SECURED: list[dict[str, list[str]]] = [{"bearer": []}]
-_TOO_LARGE = _error("body_too_large: the body is larger than CHATBOT_MAX_BODY_BYTES")
-_SESSION_RESPONSES = {
-    "401": _UNAUTHORIZED,
-    "404": _error("No such session for this user"),
-}
-
-PATHS: dict[str, Any] = {
+_PATHS: dict[str, Any] = {
     "/api/sessions": {
         "get": {
             "operationId": "listSessions",
             "summary": "The caller's sessions, most recently active first",
-            "security": _SECURED,
+            "security": SECURED,
             "parameters": [
-                _limit(20),
+                limit(20),
                 {"name": "cursor", "in": "query", "required": False, "schema": {"type": "string"}},
             ],
             "responses": {
-                "200": _json(_ref("SessionList"), "A page of sessions"),
-                "401": _UNAUTHORIZED,
-                "422": _error("Bad limit or cursor"),
+                "200": json_response(ref("SessionList"), "A page of sessions"),
+                "401": UNAUTHORIZED,
+                "422": error("Bad limit or cursor", "invalid_limit", "invalid_cursor"),
             },
         },
         "post": {
             "operationId": "createSession",
             "summary": "Create a session",
-            "security": _SECURED,
+            "security": SECURED,
             "requestBody": {
                 "required": False,
-                "content": {"application/json": {"schema": _ref("NewSession")}},
+                "content": {"application/json": {"schema": ref("NewSession")}},
             },
             "responses": {
-                "201": _json(_ref("Session"), "The new session"),
-                "400": _error("The body is not a JSON object"),
-                "401": _UNAUTHORIZED,
-                "413": _TOO_LARGE,
-                "422": _error("Unknown backend or model, or a bad field"),
-                "429": _error(
-                    "too_many_sessions: the caller owns CHATBOT_MAX_SESSIONS_PER_USER sessions"
+                "201": json_response(ref("Session"), "The new session"),
+                "400": BAD_BODY,
+                "401": UNAUTHORIZED,
+                "413": TOO_LARGE,
+                "422": error(
+                    "An unknown field, backend or model, or a field of the wrong type or size",
+                    "invalid_body",
+                    "invalid_title",
+                    "invalid_backend",
+                    "invalid_model",
+                    "invalid_system_prompt",
+                    "unknown_backend",
+                    "unknown_model",
                 ),
+                "429": TOO_MANY_SESSIONS,
             },
         },
     },
     "/api/sessions/{session_id}": {
-        "parameters": [_SESSION_ID],
+        "parameters": [SESSION_ID],
         "get": {
             "operationId": "getSession",
             "summary": "One session",
-            "security": _SECURED,
-            "responses": {"200": _json(_ref("Session"), "The session"), **_SESSION_RESPONSES},
+            "security": SECURED,
+            "responses": {
+                "200": json_response(ref("Session"), "The session"),
+                "401": UNAUTHORIZED,
+                "404": SESSION_NOT_FOUND,
+            },
         },
         "patch": {
-            "operationId": "renameSession",
-            "summary": "Rename a session",
-            "security": _SECURED,
+            "operationId": "updateSession",
+            "summary": "Rename a session and/or make another branch current",
+            "description": "With leaf_id, the branch through that message becomes current, "
+            "continuing down the newest child at each step; sockets on the session get a "
+            "branch frame when it changes, and a title frame for a new title.",
+            "security": SECURED,
             "requestBody": {
                 "required": True,
-                "content": {"application/json": {"schema": _ref("SessionUpdate")}},
+                "content": {"application/json": {"schema": ref("SessionUpdate")}},
             },
             "responses": {
-                "200": _json(_ref("Session"), "The renamed session"),
-                "400": _error("The body is not a JSON object"),
-                "413": _TOO_LARGE,
-                "422": _error("A bad title"),
-                **_SESSION_RESPONSES,
+                "200": json_response(ref("Session"), "The updated session"),
+                "400": BAD_BODY,
+                "401": UNAUTHORIZED,
+                "404": MESSAGE_OR_SESSION_NOT_FOUND,
+                "413": TOO_LARGE,
+                "422": error(
+                    "No field or an unknown one, a bad title or a bad leaf_id",
+                    "invalid_body",
+                    "invalid_title",
+                    "invalid_leaf_id",
+                ),
             },
         },
         "delete": {
             "operationId": "deleteSession",
-            "summary": "Delete a session and its messages; sockets on it close with 4404",
-            "security": _SECURED,
-            "responses": {"204": {"description": "Deleted"}, **_SESSION_RESPONSES},
+            "summary": "Delete a session, its messages and its shares; sockets on it close "
+            "with 4404",
+            "security": SECURED,
+            "responses": {
+                "204": {"description": "Deleted"},
+                "401": UNAUTHORIZED,
+                "404": SESSION_NOT_FOUND,
+            },
         },
     },
     "/api/sessions/{session_id}/messages": {
-        "parameters": [_SESSION_ID],
+        "parameters": [SESSION_ID],
         "get": {
             "operationId": "listMessages",
-            "summary": "A page of a session's messages, oldest first within the page",
-            "security": _SECURED,
+            "summary": "A page of the current branch (or of the one ending at leaf_id), "
+            "root first within the page",
+            "security": SECURED,
             "parameters": [
-                _limit(50),
-                _message_cursor("before", "The page just older than this message id"),
-                _message_cursor("after", "The page just newer than this message id"),
+                limit(50),
+                message_id_query("before", "The page just above this message of the branch"),
+                message_id_query("after", "The page just below this message of the branch"),
+                message_id_query("leaf_id", "List the branch ending at this message"),
             ],
             "responses": {
-                "200": _json(_ref("MessageList"), "A page of messages"),
-                "422": _error("Bad limit, before or after"),
-                **_SESSION_RESPONSES,
+                "200": json_response(ref("MessageList"), "A page of messages"),
+                "401": UNAUTHORIZED,
+                "404": error(
+                    "No such session for this user, or leaf_id is no message of it",
+                    "not_found",
+                ),
+                "422": error(
+                    "A bad limit, before, after or leaf_id, or before and after together",
+                    "invalid_limit",
+                    "invalid_before",
+                    "invalid_after",
+                    "invalid_leaf_id",
+                    "invalid_cursor",
+                ),
+            },
+        },
+    },
+    "/api/sessions/{session_id}/messages/{message_id}": {
+        "parameters": [SESSION_ID, MESSAGE_ID_PATH],
+        "delete": {
+            "operationId": "deleteMessage",
+            "summary": "Delete a message and every message below it",
+            "description": "If the current branch ran through it, the newest remaining "
+            "sibling's branch becomes current, else the one ending at its parent.",
+            "security": SECURED,
+            "responses": {
+                "204": {"description": "Deleted"},
+                "401": UNAUTHORIZED,
+                "404": MESSAGE_OR_SESSION_NOT_FOUND,
+            },
+        },
+    },
+    "/api/sessions/{session_id}/title": {
+        "parameters": [SESSION_ID],
+        "post": {
+            "operationId": "makeTitle",
+            "summary": "Give the session a new title now: from the title backend, else the "
+            "first words of its first message",
+            "security": SECURED,
+            "responses": {
+                "200": json_response(ref("Session"), "The session with its new title"),
+                "401": UNAUTHORIZED,
+                "404": SESSION_NOT_FOUND,
             },
         },
     },
@@ -277,10 +188,10 @@ PATHS: dict[str, Any] = {
         "get": {
             "operationId": "listBackends",
             "summary": "The configured backends and their models",
-            "security": _SECURED,
+            "security": SECURED,
             "responses": {
-                "200": _json(_ref("BackendList"), "The configured backends"),
-                "401": _UNAUTHORIZED,
+                "200": json_response(ref("BackendList"), "The configured backends"),
+                "401": UNAUTHORIZED,
             },
         },
     },
@@ -289,7 +200,7 @@ PATHS: dict[str, Any] = {
             "operationId": "healthz",
             "summary": "Liveness",
             "security": [],
-            "responses": {"200": _json(_ref("Status"), "The process is up")},
+            "responses": {"200": json_response(ref("Status"), "The process is up")},
         },
     },
     "/readyz": {
@@ -298,8 +209,8 @@ PATHS: dict[str, Any] = {
             "summary": "Readiness: the store answers",
             "security": [],
             "responses": {
-                "200": _json(_ref("Status"), "Ready"),
-                "503": _error("The store does not answer"),
+                "200": json_response(ref("Status"), "Ready"),
+                "503": error("The store does not answer", "not_ready"),
             },
         },
     },
@@ -318,6 +229,9 @@ PATHS: dict[str, Any] = {
     },
 }
 
+#: Every path of the HTTP API, as served.
+PATHS: dict[str, Any] = {**_PATHS, **openapi_data.PATHS}
+
 
 def document(root_path: str = "") -> dict[str, Any]:
     return {
@@ -326,7 +240,11 @@ def document(root_path: str = "") -> dict[str, Any]:
             "title": "chatbot",
             "version": __version__,
             "description": "HTTP API of the chatbot server. The chat itself runs over the "
-            "WebSocket at /ws/chat/; see docs/protocol.md.",
+            "WebSocket at /ws/chat/; see docs/protocol.md. Every error has the body "
+            '{"error": {"code": ..., "message": ...}}. On any path, a method it does not '
+            "list answers 405 (method_not_allowed, with an Allow header), and a body "
+            "larger than the server takes answers 413 (body_too_large). A session of "
+            "another user answers exactly like a missing one.",
         },
         "servers": [{"url": root_path or "/"}],
         "paths": PATHS,
@@ -336,7 +254,7 @@ def document(root_path: str = "") -> dict[str, Any]:
                 "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
             },
         },
-        "security": _SECURED,
+        "security": SECURED,
     }
 
 

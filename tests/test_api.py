@@ -144,6 +144,30 @@ def test_rename_and_delete(server: LiveServer) -> None:
         assert http.delete(f"/api/sessions/{session_id}").status_code == 404
 
 
+def test_a_patch_refused_changes_nothing(server: LiveServer) -> None:
+    """A title and a leaf_id in one PATCH: when either is refused, neither is applied."""
+    session_id = chat(server, ALICE, "first", "second")
+    with server.http(ALICE) as http:
+        first_reply = http.get(f"/api/sessions/{session_id}/messages").json()["messages"][1]
+        with server.ws(ALICE, session_id=session_id) as ws:
+            ws.send(json.dumps({"message": "second, edited", "parent_id": first_reply["id"]}))
+            while recv_json(ws)["type"] != "message":
+                pass
+        assert http.patch(f"/api/sessions/{session_id}", json={"title": "Kept"}).is_success
+        before = http.get(f"/api/sessions/{session_id}").json()
+        old_branch_leaf = before["leaf_id"] - 2  # the reply to "second"
+        for body, status, code in [
+            ({"leaf_id": old_branch_leaf, "title": 5}, 422, "invalid_title"),
+            ({"leaf_id": old_branch_leaf, "title": "x" * 201}, 422, "invalid_title"),
+            ({"leaf_id": before["leaf_id"] + 100, "title": "Lost"}, 404, "not_found"),
+        ]:
+            refused = http.patch(f"/api/sessions/{session_id}", json=body)
+            assert (refused.status_code, refused.json()["error"]["code"]) == (status, code)
+            assert http.get(f"/api/sessions/{session_id}").json() == before
+        switched = http.patch(f"/api/sessions/{session_id}", json={"leaf_id": old_branch_leaf})
+    assert switched.json()["leaf_id"] == old_branch_leaf
+
+
 def test_session_list_pages_by_last_activity(server: LiveServer) -> None:
     with server.http(ALICE) as http:
         ids = [http.post("/api/sessions", json={"title": str(n)}).json()["session_id"]

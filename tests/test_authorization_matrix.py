@@ -1,11 +1,13 @@
-"""Two users, every route: the second can neither read, change, delete, continue, cancel
-nor even detect the first one's sessions.
+"""Two users, every route: the second can neither read, search, export, branch, change,
+delete, share, continue, cancel nor even detect the first one's sessions, messages and
+shares.
 
 User B tries every HTTP route and every way into the chat socket with the id of user A's
-session, and the same with a random id that names no session. The two answers must be the
-same byte for byte (status, body, headers but the date; close code and reason; frames), so
-nothing tells B that the id exists. After all of B's attempts, A's session and its messages
-are exactly what they were.
+session, and the same with a random id that names no session; with A's message and share
+ids on B's own session, and the same with ids that name nothing. The two answers must be
+the same byte for byte (status, body, headers but the date; close code and reason; frames),
+so nothing tells B that the id exists. After all of B's attempts, A's session, its whole
+tree of messages and its shares are exactly what they were.
 """
 
 from __future__ import annotations
@@ -56,9 +58,18 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
 @dataclasses.dataclass
 class AliceSession:
     session_id: str
-    #: The client ids of her messages, and the stored ids of all her messages.
+    #: The client ids of her messages, and the stored ids of all her messages (the whole
+    #: tree, in id order) and of her replies.
     client_ids: list[str]
     message_ids: list[int]
+    reply_ids: list[int]
+    #: The newest message of the branch that is not current: the reply to her question as
+    #: she first asked it, before she edited it.
+    other_leaf: int
+    #: Her session's shared links.
+    share_ids: list[str]
+    #: A word that only her messages hold.
+    word: str
     #: What A herself sends during a test (each must be answered in full, uncancelled).
     sent_by_alice: list[str] = dataclasses.field(default_factory=list)
 
@@ -68,28 +79,62 @@ def missing_id() -> str:
     return secrets.token_urlsafe(16)
 
 
+#: A message id that names no message (the tests store far fewer).
+MISSING_MESSAGE_ID = 999_999_999_999
+
+
+def _reply(ws: ClientConnection) -> dict[str, Any]:
+    """The next reply frame, past the branch and title frames an edit brings."""
+    while (frame := recv_json(ws)).get("type") in ("branch", "title"):
+        pass
+    return frame
+
+
 def new_alice_session(server: LiveServer) -> AliceSession:
+    """A's session: two questions answered, the second one edited (so the tree has two
+    branches), a title, and a shared link."""
     client_ids = [f"a-{secrets.token_hex(4)}", f"a-{secrets.token_hex(4)}"]
+    word = f"zebra{secrets.token_hex(4)}"
     with server.ws(ALICE) as ws:
         session_id = recv_json(ws)["session_id"]
+        replies = []
         for n, client_id in enumerate(client_ids):
-            ws.send(json.dumps({"message": f"secret plan {n}", "id": client_id}))
-            assert recv_json(ws)["reply_to"] == client_id
+            ws.send(json.dumps({"message": f"secret plan {n} {word}", "id": client_id}))
+            replies.append(recv_json(ws))
+            assert replies[-1]["reply_to"] == client_id
+        edit = {"message": f"secret plan 1 {word}, revised", "parent_id": replies[0]["message_id"]}
+        ws.send(json.dumps(edit))
+        assert _reply(ws)["message"] == f"Echo: {edit['message']}"
     with server.http(ALICE) as http:
         assert http.patch(f"/api/sessions/{session_id}", json={"title": "Plans"}).is_success
-        page = http.get(f"/api/sessions/{session_id}/messages").json()
-    return AliceSession(session_id, client_ids, [m["id"] for m in page["messages"]])
+        share = http.post(f"/api/sessions/{session_id}/shares")
+        assert share.status_code == 201
+        tree = http.get(f"/api/sessions/{session_id}/export").json()["messages"]
+    assert len(tree) == 6
+    return AliceSession(
+        session_id,
+        client_ids,
+        message_ids=[m["id"] for m in tree],
+        reply_ids=[m["id"] for m in tree if m["role"] == "assistant"],
+        other_leaf=replies[1]["message_id"],
+        share_ids=[share.json()["share_id"]],
+        word=word,
+    )
 
 
 def snapshot(server: LiveServer, session_id: str) -> tuple[Any, ...]:
-    """Everything A can see of her session (with A's own token)."""
+    """Everything A can see of her session (with A's own token): the session, its current
+    branch, its place in her list, its whole tree and its shares."""
     with server.http(ALICE) as http:
         session = http.get(f"/api/sessions/{session_id}")
         messages = http.get(f"/api/sessions/{session_id}/messages", params={"limit": 100})
         listed = http.get("/api/sessions", params={"limit": 100})
-    assert session.status_code == messages.status_code == 200
+        export = http.get(f"/api/sessions/{session_id}/export")
+        shares = http.get(f"/api/sessions/{session_id}/shares")
+    assert session.status_code == messages.status_code == export.status_code == 200
+    assert shares.status_code == 200
     mine = [s for s in listed.json()["sessions"] if s["session_id"] == session_id]
-    return session.json(), messages.json(), mine
+    return session.json(), messages.json(), mine, export.json()["messages"], shares.json()
 
 
 def answer(response: httpx.Response) -> tuple[int, bytes, list[tuple[str, str]]]:
@@ -109,9 +154,12 @@ def alice(server: LiveServer) -> Iterator[AliceSession]:
     if not session.sent_by_alice:
         assert after == before
         return
-    (old, old_page, _), (new, new_page, listed) = before, after
+    (old, old_page, _, old_tree, old_shares) = before
+    (new, new_page, listed, new_tree, new_shares) = after
     kept = len(old_page["messages"])
     assert new_page["messages"][:kept] == old_page["messages"]
+    assert new_tree[: len(old_tree)] == old_tree
+    assert new_shares == old_shares
     added = [(m["role"], m["content"], m["status"]) for m in new_page["messages"][kept:]]
     assert added == [
         pair
@@ -148,19 +196,29 @@ def bob_session_ids(server: LiveServer, **params: Any) -> list[str]:
 
 def http_attempts(alice: AliceSession) -> list[tuple[str, str, dict[str, Any]]]:
     """Every request on a session id that B can make, ``{id}`` standing for the id."""
-    first, last = alice.message_ids[0], alice.message_ids[-1]
+    first, last, other = alice.message_ids[0], alice.message_ids[-1], alice.other_leaf
+    session = "/api/sessions/{id}"
     messages = "/api/sessions/{id}/messages"
+    export = "/api/sessions/{id}/export"
+    shares = "/api/sessions/{id}/shares"
+    share = f"{shares}/{alice.share_ids[0]}"
     return [
-        ("GET", "/api/sessions/{id}", {}),
-        ("HEAD", "/api/sessions/{id}", {}),
-        ("PATCH", "/api/sessions/{id}", {"json": {"title": "mine now"}}),
-        ("PATCH", "/api/sessions/{id}", {"json": {"title": None}}),
-        ("PATCH", "/api/sessions/{id}", {"json": {}}),
-        ("PATCH", "/api/sessions/{id}", {"json": {"title": 5}}),
-        ("PATCH", "/api/sessions/{id}", {"content": b"{not json"}),
-        ("PUT", "/api/sessions/{id}", {"json": {"title": "mine now"}}),
-        ("POST", "/api/sessions/{id}", {"json": {}}),
-        ("DELETE", "/api/sessions/{id}", {}),
+        ("GET", session, {}),
+        ("HEAD", session, {}),
+        ("PATCH", session, {"json": {"title": "mine now"}}),
+        ("PATCH", session, {"json": {"title": None}}),
+        ("PATCH", session, {"json": {}}),
+        ("PATCH", session, {"json": {"title": 5}}),
+        ("PATCH", session, {"content": b"{not json"}),
+        # Branch: switch A's session to her other branch, or to any of her messages.
+        ("PATCH", session, {"json": {"leaf_id": other}}),
+        ("PATCH", session, {"json": {"leaf_id": first}}),
+        ("PATCH", session, {"json": {"leaf_id": other, "title": "mine now"}}),
+        ("PATCH", session, {"json": {"leaf_id": 0}}),
+        ("PATCH", session, {"json": {"leaf_id": "1"}}),
+        ("PUT", session, {"json": {"title": "mine now"}}),
+        ("POST", session, {"json": {}}),
+        ("DELETE", session, {}),
         ("GET", messages, {}),
         ("HEAD", messages, {}),
         ("GET", messages, {"params": {"limit": 1}}),
@@ -170,7 +228,33 @@ def http_attempts(alice: AliceSession) -> list[tuple[str, str, dict[str, Any]]]:
         ("GET", messages, {"params": {"after": first}}),
         ("GET", messages, {"params": {"before": first, "after": last}}),
         ("GET", messages, {"params": {"limit": 0}}),
+        ("GET", messages, {"params": {"leaf_id": other}}),
+        ("GET", messages, {"params": {"leaf_id": first, "limit": 1}}),
+        ("GET", messages, {"params": {"leaf_id": "x"}}),
         ("DELETE", messages, {}),
+        # Delete a message: her first (all the tree is below it), each branch's leaf, none.
+        *[("DELETE", f"{messages}/{m}", {}) for m in (first, other, last, MISSING_MESSAGE_ID)],
+        ("DELETE", f"{messages}/not-an-id", {}),
+        ("GET", f"{messages}/{first}", {}),
+        ("POST", "/api/sessions/{id}/title", {}),
+        ("POST", "/api/sessions/{id}/title", {"json": {"title": "mine now"}}),
+        ("GET", "/api/sessions/{id}/title", {}),
+        ("GET", export, {}),
+        ("HEAD", export, {}),
+        ("GET", export, {"params": {"format": "json"}}),
+        ("GET", export, {"params": {"format": "markdown"}}),
+        ("GET", export, {"params": {"format": "pdf"}}),
+        ("POST", export, {}),
+        ("POST", shares, {}),
+        ("POST", shares, {"json": {}}),
+        ("POST", shares, {"content": b"[1]"}),
+        ("GET", shares, {}),
+        ("HEAD", shares, {}),
+        ("DELETE", shares, {}),
+        ("DELETE", share, {}),
+        ("DELETE", f"{shares}/{secrets.token_urlsafe(24)}", {}),
+        ("DELETE", f"{shares}/{'x' * 100}", {}),
+        ("GET", share, {}),
     ]
 
 
@@ -190,12 +274,18 @@ def test_a_deleted_session_answers_as_a_missing_one(server: LiveServer) -> None:
     deleted = new_alice_session(server)
     with server.http(ALICE) as http:
         assert http.delete(f"/api/sessions/{deleted.session_id}").status_code == 204
-    for token in (ALICE, BOB):
+    for token in (ALICE, BOB, None):
         with server.http(token) as http:
-            for method, template, kwargs in http_attempts(deleted):
-                gone = http.request(method, template.format(id=deleted.session_id), **kwargs)
-                missing = http.request(method, template.format(id=missing_id()), **kwargs)
-                assert answer(gone) == answer(missing), (method, template, kwargs)
+            if token is not None:
+                for method, template, kwargs in http_attempts(deleted):
+                    gone = http.request(method, template.format(id=deleted.session_id), **kwargs)
+                    missing = http.request(method, template.format(id=missing_id()), **kwargs)
+                    assert answer(gone) == answer(missing), (method, template, kwargs)
+            # Its shared link went with it.
+            shared = http.get(f"/api/shares/{deleted.share_ids[0]}")
+            never = http.get(f"/api/shares/{secrets.token_urlsafe(24)}")
+            assert answer(shared) == answer(never)
+            assert shared.status_code == 404
 
 
 def test_b_never_lists_a_s_sessions(server: LiveServer, alice: AliceSession) -> None:
@@ -254,6 +344,92 @@ def test_b_s_own_messages_do_not_page_into_a_s(server: LiveServer, alice: AliceS
                 page = http.get(url, params={name: message_id, "limit": 100}).json()
                 assert {m["id"] for m in page["messages"]} <= own
     assert not own & set(alice.message_ids)
+
+
+def bob_session(server: LiveServer, *messages: str) -> str:
+    """A new session of B's, with ``messages`` answered in it."""
+    with server.ws(BOB) as ws:
+        session_id = str(recv_json(ws)["session_id"])
+        for message in messages:
+            ws.send(json.dumps({"message": message}))
+            recv_json(ws)
+    return session_id
+
+
+def bob_snapshot(server: LiveServer, session_id: str) -> tuple[Any, ...]:
+    """Everything B can see of his session: the session, its tree, its shares."""
+    with server.http(BOB) as http:
+        session = http.get(f"/api/sessions/{session_id}")
+        export = http.get(f"/api/sessions/{session_id}/export")
+        shares = http.get(f"/api/sessions/{session_id}/shares")
+    assert session.status_code == export.status_code == shares.status_code == 200
+    return session.json(), export.json()["messages"], shares.json()
+
+
+def test_a_s_message_and_share_ids_on_b_s_session_answer_as_missing_ones(
+    server: LiveServer, alice: AliceSession
+) -> None:
+    """Message and share ids are global: on B's own session, each of A's answers exactly as
+    an id that names nothing, and neither reaches A's session nor changes B's."""
+    bob_id = bob_session(server, "bob's own", "and another")
+    with server.http(BOB) as http:
+        assert http.post(f"/api/sessions/{bob_id}/shares").status_code == 201
+    before = bob_snapshot(server, bob_id)
+    session = f"/api/sessions/{bob_id}"
+
+    def attempts(message_id: int, share_id: str) -> list[tuple[str, str, dict[str, Any]]]:
+        return [
+            ("PATCH", session, {"json": {"leaf_id": message_id}}),
+            ("PATCH", session, {"json": {"leaf_id": message_id, "title": "stolen"}}),
+            ("GET", f"{session}/messages", {"params": {"leaf_id": message_id}}),
+            ("DELETE", f"{session}/messages/{message_id}", {}),
+            ("DELETE", f"{session}/shares/{share_id}", {}),
+        ]
+
+    missing_share = secrets.token_urlsafe(24)
+    with server.http(BOB) as http:
+        for message_id, share_id in zip(
+            alice.message_ids, alice.share_ids * len(alice.message_ids), strict=True
+        ):
+            foreign = attempts(message_id, share_id)
+            for (method, url, kwargs), (_, missing_url, _) in zip(
+                foreign, attempts(MISSING_MESSAGE_ID, missing_share), strict=True
+            ):
+                theirs = http.request(method, url, **kwargs)
+                nobody_s = http.request(method, missing_url, **kwargs)
+                assert answer(theirs) == answer(nobody_s), (method, url, kwargs)
+                assert theirs.status_code == 404, (method, url, theirs.text)
+    assert bob_snapshot(server, bob_id) == before
+
+
+def test_b_s_search_finds_nothing_of_a_s(server: LiveServer, alice: AliceSession) -> None:
+    """Search runs over the caller's messages only: A's exact words find nothing of hers
+    for B, exactly as words that nobody wrote, and B's own messages with the same words
+    are all B finds."""
+    bob_id = bob_session(server, "bob's secret plan")
+    exact = [alice.word, f"secret plan 0 {alice.word}", f'"secret plan 1 {alice.word}"']
+    with server.http(ALICE) as http:
+        for q in exact:
+            found = http.get("/api/search", params={"q": q}).json()["results"]
+            assert {r["session_id"] for r in found} == {alice.session_id}, q
+    with server.http(BOB) as http:
+        for q in exact:
+            theirs = http.get("/api/search", params={"q": q, "limit": 100})
+            nobody_s = http.get("/api/search", params={"q": f"zebra{secrets.token_hex(4)}"})
+            assert answer(theirs) == answer(nobody_s), q
+            assert theirs.json() == {"results": [], "next_cursor": None}
+        bob_ids = set(bob_session_ids(server))
+        cursor = None
+        found = []
+        while True:
+            query = {"q": "secret plan", "limit": 1, **({"cursor": cursor} if cursor else {})}
+            page = http.get("/api/search", params=query).json()
+            found += page["results"]
+            if (cursor := page["next_cursor"]) is None:
+                break
+    assert bob_id in {r["session_id"] for r in found}
+    assert {r["session_id"] for r in found} <= bob_ids
+    assert not {r["message_id"] for r in found} & set(alice.message_ids)
 
 
 # --- the socket -------------------------------------------------------------------------------
@@ -327,6 +503,48 @@ def test_b_s_socket_cannot_speak_into_a_s_session(server: LiveServer, alice: Ali
         for kind in ("cancel", "ping"):
             foreign = attempt(alice.session_id, type=kind)
             assert foreign == attempt(missing_id(), type=kind)
+
+
+def test_b_cannot_branch_from_a_s_messages_over_b_s_own_socket(
+    server: LiveServer, alice: AliceSession
+) -> None:
+    """An edit whose parent_id, or a regeneration whose message_id, is one of A's messages
+    fails on B's socket exactly as one whose id names nothing, and stores nothing: not in
+    B's session, not in A's."""
+    bob_id = bob_session(server, "bob's question")
+    before = bob_snapshot(server, bob_id)
+    with server.ws(BOB, session_id=bob_id) as ws:
+
+        def attempt(frame: dict[str, Any]) -> list[dict[str, Any]]:
+            ws.send(json.dumps(frame))
+            return _frames_until_quiet(ws)
+
+        def edit(parent_id: int) -> dict[str, Any]:
+            return {"message": "grafted onto A's", "parent_id": parent_id, "id": "b-edit"}
+
+        def regenerate(message_id: int) -> dict[str, Any]:
+            return {"type": "regenerate", "message_id": message_id, "id": "b-regenerate"}
+
+        for make, ids, text in [
+            (edit, alice.message_ids, "parent_id is not a message of this session"),
+            (regenerate, alice.reply_ids, "message_id is not a message of this session"),
+        ]:
+            for message_id in ids:
+                foreign = attempt(make(message_id))
+                assert foreign == attempt(make(MISSING_MESSAGE_ID)), make(message_id)
+                assert foreign == [
+                    {
+                        "type": "error",
+                        "error": {"code": "invalid_message", "message": text, "retryable": False},
+                        "session_id": bob_id,
+                        "reply_to": make(message_id)["id"],
+                    }
+                ]
+    assert bob_snapshot(server, bob_id) == before
+    for token in (ALICE, BOB):
+        with server.http(token) as http:
+            found = http.get("/api/search", params={"q": "grafted"}).json()
+        assert found == {"results": [], "next_cursor": None}
 
 
 def test_b_cannot_cancel_a_s_reply(server: LiveServer, alice: AliceSession) -> None:
