@@ -37,6 +37,13 @@ class Profile:
     hold: float
     handshake_concurrency: int
     fsync_commits: int
+    #: The branch listing: messages of each session, and older branches along the branched one.
+    branch_messages: int
+    branch_forks: int
+    #: The search corpus: users, sessions of each, messages of each session.
+    search_users: int
+    search_sessions: int
+    search_session_messages: int
 
 
 FULL = Profile(
@@ -55,6 +62,11 @@ FULL = Profile(
     hold=3.0,
     handshake_concurrency=10,
     fsync_commits=500,
+    branch_messages=10_000,
+    branch_forks=500,
+    search_users=1_000,
+    search_sessions=10,
+    search_session_messages=100,
 )
 
 QUICK = Profile(
@@ -73,6 +85,11 @@ QUICK = Profile(
     hold=0.2,
     handshake_concurrency=5,
     fsync_commits=50,
+    branch_messages=2_000,
+    branch_forks=100,
+    search_users=20,
+    search_sessions=5,
+    search_session_messages=50,
 )
 
 

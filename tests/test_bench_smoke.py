@@ -16,7 +16,17 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS = ("fsync", "roundtrip", "big-session", "stream", "idle", "handshake", "history")
+SCENARIOS = (
+    "fsync",
+    "roundtrip",
+    "big-session",
+    "stream",
+    "idle",
+    "handshake",
+    "history",
+    "branches",
+    "search",
+)
 
 
 def _is_number(value: Any) -> bool:

@@ -6,7 +6,17 @@ from collections.abc import Awaitable, Callable
 
 from bench.context import Context
 from bench.report import Outcome
-from bench.scenarios import big_session, fsync, handshake, history, idle, roundtrip, stream
+from bench.scenarios import (
+    big_session,
+    branches,
+    fsync,
+    handshake,
+    history,
+    idle,
+    roundtrip,
+    search,
+    stream,
+)
 
 Scenario = Callable[[Context], Awaitable[Outcome]]
 
@@ -19,4 +29,6 @@ SCENARIOS: dict[str, Scenario] = {
     "idle": idle.run,
     "handshake": handshake.run,
     "history": history.run,
+    "branches": branches.run,
+    "search": search.run,
 }
