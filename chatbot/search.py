@@ -98,16 +98,22 @@ def parse_query(text: str) -> SearchQuery:
 def match_expression(query: SearchQuery, owner: str) -> str:
     """The FTS5 MATCH string for ``query`` over the messages of ``owner``.
 
-    Every word is quoted and prefix-matched, every phrase quoted and matched exactly, so the
+    Every word is quoted and prefix-matched (but a single character, which would match most
+    of everything: it is matched as a whole word), every phrase quoted and matched exactly, so the
     user's text is never read as FTS5 syntax; the owner's scope token is outside the user's
     reach. Raises ValueError for an empty query, which matches nothing and needs no search.
     """
     if query.empty:
         raise ValueError("an empty query matches nothing: answer it without searching")
-    terms = [f"{_quoted(word)}*" for word in query.words]
+    terms = [_quoted(word) + ("*" if _is_prefix(word) else "") for word in query.words]
     terms += [_quoted(" ".join(phrase)) for phrase in query.phrases]
     scope = _quoted("u" + owner.encode().hex().upper())
     return f"scope : {scope} AND content : ( {' AND '.join(terms)} )"
+
+
+def _is_prefix(word: str) -> bool:
+    """Whether a query word matches the words it starts (all but one-character words)."""
+    return len(word) > 1
 
 
 def _quoted(text: str) -> str:
@@ -176,7 +182,10 @@ def _hits(tokens: Iterable[_Token], terms: _Terms) -> Iterator[Span]:
     for token in tokens:
         start, end, folded = token
         recent.append(token)
-        if any(folded.startswith(word) for word in terms.words):
+        if any(
+            folded.startswith(word) if _is_prefix(word) else folded == word
+            for word in terms.words
+        ):
             yield start, end
         for phrase in terms.phrases:
             first = len(recent) - len(phrase)

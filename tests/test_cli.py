@@ -253,7 +253,7 @@ def test_migrate_creates_the_database_then_is_up_to_date(tmp_path: Path) -> None
     assert first.returncode == 0, first.stderr
     assert first.stdout == (
         "applied 0001_initial\napplied 0002_message_count\napplied 0003_branches\n"
-        "applied 0004_search\napplied 0005_shares\n"
+        "applied 0004_search\napplied 0005_shares\napplied 0006_search_prefixes\n"
     )
     database = tmp_path / "db" / "x.db"
     assert database.is_file()
@@ -264,6 +264,7 @@ def test_migrate_creates_the_database_then_is_up_to_date(tmp_path: Path) -> None
             ("0003_branches",),
             ("0004_search",),
             ("0005_shares",),
+            ("0006_search_prefixes",),
         ]
 
     second = run_cli(tmp_path, "migrate", env=env)
