@@ -183,8 +183,7 @@ def _hits(tokens: Iterable[_Token], terms: _Terms) -> Iterator[Span]:
         start, end, folded = token
         recent.append(token)
         if any(
-            folded.startswith(word) if _is_prefix(word) else folded == word
-            for word in terms.words
+            folded.startswith(word) if _is_prefix(word) else folded == word for word in terms.words
         ):
             yield start, end
         for phrase in terms.phrases:
