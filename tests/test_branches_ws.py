@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
+import sqlite3
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
+import httpx
 import pytest
-from websockets.sync.client import ClientConnection
+from websockets.sync.client import ClientConnection, connect
 
 from chatbot.backends import Backend, ChatRequest, Usage
 from chatbot.settings import BackendConfig
@@ -24,9 +27,12 @@ from tests.conftest import (
     GENEROUS_LIMITS,
     LiveServer,
     ServerFactory,
+    bearer,
+    expect_close,
     make_token,
     recv_json,
 )
+from tests.processes import ServeProcess
 
 ALICE = make_token("alice")
 #: A reply of 31 words: seconds long from a slow echo, time enough to act while it streams.
@@ -731,3 +737,180 @@ def test_switching_and_deleting_send_a_branch_frame_only_when_the_branch_changes
         quiet(ws)
     assert [m["id"] for m in history(server, session_id)] == [u1["id"], a1["id"], u2["id"]]
     assert session_of(server, session_id)["message_count"] == 3
+
+
+# Shutdown -----------------------------------------------------------------------------------
+
+
+class SlowServe(ServeProcess):
+    """``chatbot serve`` with an echo backend ``delay`` seconds a word and its own grace."""
+
+    def __init__(self, tmp_path: Path, *, delay: float, grace: float) -> None:
+        (tmp_path / "chatbot.toml").write_text(
+            f'default_backend = "echo"\n[backends.echo]\ntype = "echo"\ndelay = {delay}\n'
+        )
+        super().__init__(
+            tmp_path,
+            CHATBOT_CONFIG=str(tmp_path / "chatbot.toml"),
+            CHATBOT_SHUTDOWN_GRACE=str(grace),
+        )
+        self.db = tmp_path / "chat.db"
+
+    def new_session(self) -> str:
+        response = httpx.post(
+            f"{self.url}/api/sessions", json={"title": "branches"}, headers=bearer(ALICE)
+        )
+        assert response.status_code == 201
+        session_id: str = response.json()["session_id"]
+        return session_id
+
+    def ws(self, session_id: str) -> ClientConnection:
+        return connect(
+            f"{self.ws_url}?session_id={session_id}", additional_headers=bearer(ALICE),
+            open_timeout=10,
+        )  # fmt: skip
+
+    def rows(self) -> list[tuple[Any, ...]]:
+        """Every message: id, role, content, status, client id, parent id."""
+        with contextlib.closing(sqlite3.connect(self.db)) as db:
+            return db.execute(
+                "SELECT id, role, content, status, client_id, parent_id FROM messages ORDER BY id"
+            ).fetchall()
+
+
+@pytest.fixture
+def serving(tmp_path: Path) -> Iterator[list[SlowServe]]:
+    """The servers a test starts, stopped at its end whatever happens."""
+    started: list[SlowServe] = []
+    yield started
+    for server in started:
+        server.stop()
+
+
+def serve(started: list[SlowServe], tmp_path: Path, **kwargs: Any) -> SlowServe:
+    server = SlowServe(tmp_path, **kwargs)
+    started.append(server)
+    server.__enter__()
+    return server
+
+
+def in_flight(kind: str, reply_id: int) -> dict[str, Any]:
+    """An edit of the first message, or a regeneration of its reply, that streams."""
+    if kind == "edit":
+        return {"message": LONG + " again", "parent_id": None, "id": "x", "stream": True}
+    return {"type": "regenerate", "message_id": reply_id, "id": "x", "stream": True}
+
+
+@pytest.mark.parametrize("kind", ["edit", "regenerate"])
+def test_sigterm_lets_an_edit_or_a_regeneration_in_flight_finish(
+    serving: list[SlowServe], tmp_path: Path, kind: str
+) -> None:
+    server = serve(serving, tmp_path, delay=0.05, grace=20)
+    session_id = server.new_session()
+    with server.ws(session_id) as ws:
+        send(ws, message=LONG)
+        assert recv_json(ws) == {"message": f"Echo: {LONG}", "session_id": session_id}
+        send(ws, **in_flight(kind, 2))
+        branch = recv_json(ws)
+        deltas = receive(ws, 3)
+        server.signal(signal.SIGTERM)
+        text, reply = stream_until_reply(ws)
+        assert expect_close(ws) == (1001, "server shutting down")
+    assert server.wait() in (0, -signal.SIGTERM)
+    asked = LONG + " again" if kind == "edit" else LONG
+    assert "".join(d["delta"] for d in deltas) + text == f"Echo: {asked}"
+    assert (reply["message"], reply["status"], reply["reply_to"]) == (
+        f"Echo: {asked}", "complete", "x",
+    )  # fmt: skip
+    first = [
+        (1, "user", LONG, "complete", None, None),
+        (2, "assistant", f"Echo: {LONG}", "complete", None, 1),
+    ]
+    if kind == "edit":
+        assert branch == branch_frame(3, session_id)
+        assert server.rows() == [
+            *first,
+            (3, "user", asked, "complete", "x", None),
+            (4, "assistant", f"Echo: {asked}", "complete", None, 3),
+        ]
+    else:
+        assert branch == branch_frame(1, session_id)
+        assert server.rows() == [*first, (3, "assistant", f"Echo: {asked}", "complete", "x", 1)]
+
+
+@pytest.mark.parametrize("kind", ["edit", "regenerate"])
+def test_sigterm_past_the_grace_stores_it_cancelled_and_keeps_the_queued_edit_in_its_place(
+    serving: list[SlowServe], tmp_path: Path, kind: str
+) -> None:
+    server = serve(serving, tmp_path, delay=0.2, grace=0.5)
+    session_id = server.new_session()
+    with server.ws(session_id) as ws:
+        long_question_cancelled(ws, session_id)
+        send(ws, **in_flight(kind, 2))
+        # Queued behind it: an edit that follows the first reply, and a regeneration of it.
+        send(ws, message="queued edit", parent_id=2, id="qe")
+        send(ws, type="regenerate", message_id=2, id="qr")
+        assert recv_json(ws)["type"] == "branch"
+        deltas = receive(ws, 1)
+        server.signal(signal.SIGTERM)
+        text, cancelled = stream_until_reply(ws)
+        after = receive(ws, 3)
+        assert expect_close(ws) == (1001, "server shutting down")
+    assert server.wait() in (0, -signal.SIGTERM)
+    partial = "".join(d["delta"] for d in deltas) + text
+    assert (cancelled["message"], cancelled["status"]) == (partial, "cancelled")
+    first = [
+        (1, "user", LONG, "complete", "q", None),
+        (2, "assistant", "Echo: ", "cancelled", None, 1),
+    ]
+    if kind == "edit":
+        flight = [
+            (3, "user", LONG + " again", "complete", "x", None),
+            (4, "assistant", partial, "cancelled", None, 3),
+        ]
+    else:
+        flight = [(3, "assistant", partial, "cancelled", "x", 1)]
+    queued_id = len(first) + len(flight) + 1
+    # The queued edit is kept where it was sent (after message 2), not at the leaf; the
+    # regeneration has nothing to keep.
+    assert server.rows() == [
+        *first, *flight, (queued_id, "user", "queued edit", "complete", "qe", 2),
+    ]  # fmt: skip
+    assert after == [
+        branch_frame(queued_id, session_id),
+        {
+            "type": "error",
+            "error": {
+                "code": "backend_unavailable",
+                "message": "the server is shutting down; the message was stored but not "
+                "answered, send it again with the same id to get the reply",
+                "retryable": True,
+            },
+            "session_id": session_id,
+            "reply_to": "qe",
+        },
+        {
+            "type": "error",
+            "error": {
+                "code": "backend_unavailable",
+                "message": "the server is shutting down; no reply was generated, send the "
+                "regeneration again",
+                "retryable": True,
+            },
+            "session_id": session_id,
+            "reply_to": "qr",
+        },
+    ]
+    # After a restart, both sent again with their ids are answered once, in their place.
+    again = serve(serving, tmp_path, delay=0.0, grace=5)
+    with again.ws(session_id) as ws:
+        send(ws, message="queued edit", parent_id=2, id="qe")
+        assert recv_json(ws)["message"] == "Echo: queued edit"
+        send(ws, type="regenerate", message_id=2, id="qr")
+        assert recv_json(ws) == branch_frame(1, session_id)
+        assert recv_json(ws)["message"] == f"Echo: {LONG}"
+    assert again.rows()[queued_id - 1 :] == [
+        (queued_id, "user", "queued edit", "complete", "qe", 2),
+        (queued_id + 1, "assistant", "Echo: queued edit", "complete", None, queued_id),
+        (queued_id + 2, "assistant", f"Echo: {LONG}", "complete", "qr", 1),
+    ]
