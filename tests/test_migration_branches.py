@@ -137,6 +137,30 @@ def test_every_old_session_becomes_one_branch_in_the_order_it_was_listed(
     assert (session["message_count"], session["leaf_id"]) == (len(trip) + 2, 11)
 
 
+def test_a_reply_stored_late_is_regenerated_as_an_answer_to_its_own_question(
+    start_server: ServerFactory, tmp_path: Path
+) -> None:
+    old_database(tmp_path / "chat.db")
+    server = start_server()
+    late, question = 8, ROWS[8 - 1][5]
+    with server.ws(ALICE, session_id="trip") as ws:
+        ws.send(json.dumps({"type": "regenerate", "message_id": late}))
+        branch, reply = recv_json(ws), recv_json(ws)
+    # Answered from the conversation as it stood when the question was asked, as the late
+    # reply was: the backend is never shown what was said after it.
+    assert branch == {"type": "branch", "leaf_id": question, "session_id": "trip"}
+    assert reply["message"] == "Echo: And to the castle?"
+    with server.http(ALICE) as http:
+        messages = http.get("/api/sessions/trip/messages").json()["messages"]
+        old = http.get(f"/api/sessions/trip/messages?leaf_id={late}").json()["messages"]
+    assert [m["id"] for m in messages] == [1, 2, question, reply["message_id"]]
+    regenerated = messages[-1]
+    assert (regenerated["parent_id"], regenerated["in_reply_to"]) == (question, question)
+    # Placed after its question, beside the messages that followed it; the old branch stays.
+    assert regenerated["siblings"] == [6, reply["message_id"]]
+    assert [m["id"] for m in old] == ids_of("trip")
+
+
 def test_the_migrations_are_applied_once(
     start_server: ServerFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
