@@ -316,6 +316,27 @@ def test_the_backend_sees_only_the_path_to_the_message_it_answers(
     ]  # fmt: skip
 
 
+def test_an_edit_after_the_newest_message_continues_the_branch_without_a_branch_frame(
+    start_server: ServerFactory,
+) -> None:
+    server = echo_server(start_server)
+    session_id = new_session(server)
+    with (
+        open_socket(server, session_id) as ws,
+        open_socket(server, session_id, "conversation_events=1") as events,
+    ):
+        chat(ws, "first")
+        recv_json(events)
+        _, leaf = history(server, session_id)
+        send(ws, message="more", parent_id=leaf["id"], id="m")
+        reply = recv_json(ws)
+        assert recv_json(events) == reply
+        quiet(ws), quiet(events)
+    _, _, more, answer = history(server, session_id)
+    assert more["parent_id"] == leaf["id"]
+    assert reply == reply_frame(answer, session_id, "m")
+
+
 @pytest.mark.parametrize(
     ("parent", "message"),
     [
@@ -850,8 +871,14 @@ def test_sigterm_past_the_grace_stores_it_cancelled_and_keeps_the_queued_edit_in
         # Queued behind it: an edit that follows the first reply, and a regeneration of it.
         send(ws, message="queued edit", parent_id=2, id="qe")
         send(ws, type="regenerate", message_id=2, id="qr")
-        assert recv_json(ws)["type"] == "branch"
-        deltas = receive(ws, 1)
+        # The pong comes once the frames before it were read (and queued): then stop.
+        send(ws, type="ping")
+        frames: list[dict[str, Any]] = []
+        while {"type": "pong"} not in frames or frames[-1]["type"] != "delta":
+            frames.append(recv_json(ws))
+        frames.remove({"type": "pong"})
+        assert frames[0]["type"] == "branch"
+        deltas = frames[1:]
         server.signal(signal.SIGTERM)
         text, cancelled = stream_until_reply(ws)
         after = receive(ws, 3)
