@@ -206,7 +206,10 @@ class Turn:
             ) from None
         if old.role != "assistant" or old.parent_id is None:
             raise InvalidRequest("invalid_message", "message_id must name a reply")
-        question = await self.store.get_message(job.owner, session.id, old.parent_id)
+        # The user message it answers: its parent, but for a reply stored late in a
+        # conversation from before branches, which follows whatever was listed before it.
+        asked = old.reply_to if old.reply_to is not None else old.parent_id
+        question = await self.store.get_message(job.owner, session.id, asked)
         # The old reply leaves the current branch: every socket is told.
         await self.store.switch_branch(job.owner, session.id, question.id, descend=False)
         self.publish(Branch(session.id, question.id))

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
 from dataclasses import dataclass, field
 
 from chatbot.chat.titles import make_title
 from chatbot.chat.turn import UNKNOWN, Job, Turn, Window
 from chatbot.errors import DuplicateMessage, InvalidRequest, MessageNotFound, NotFound
-from chatbot.hub.base import Failure, Hub, Title
+from chatbot.hub.base import Branch, Failure, Hub, Title
 from chatbot.registry import BackendRegistry
 from chatbot.settings import Settings
 from chatbot.stores.base import Session, SessionStore
@@ -193,17 +192,6 @@ class Workers:
                     self.hub.publish(
                         Failure(session.id, exc.code, exc.message, reply_to=job.client_id)
                     )
-                except MessageNotFound:
-                    # A message the turn works on was deleted meanwhile (not the session).
-                    window.last_id = UNKNOWN
-                    self.hub.publish(
-                        Failure(
-                            session.id,
-                            "invalid_message",
-                            "the message this answers was deleted meanwhile",
-                            reply_to=job.client_id,
-                        )
-                    )
                 except NotFound:
                     # Deleted meanwhile: close the sockets still on it, as a DELETE does.
                     busy.queue.clear()
@@ -232,17 +220,32 @@ class Workers:
     async def _keep(self, session: Session, job: Job) -> None:
         """At shutdown, store a queued message that has an id without answering it: sent
         again with that id, it is answered once. Without an id, a resend could not be told
-        from a new message, so it is not stored and the client is told to send it again."""
+        from a new message, so it is not stored and the client is told to send it again.
+
+        An edit is stored where it was sent (after its ``parent``), which makes its branch
+        current as a live edit does. A regeneration stores no message of its own: nothing
+        is kept, and the client is told to ask again."""
         if job.regenerate:
-            message = "the server is shutting down; nothing was regenerated, ask again shortly"
+            message = (
+                "the server is shutting down; no reply was generated, send the regeneration again"
+            )
         elif job.client_id is None:
             message = "the server is shutting down; the message was not stored, send it again"
         else:
-            with contextlib.suppress(DuplicateMessage, MessageNotFound):
-                await self.store.add_user_message(
+            try:
+                stored = await self.store.add_user_message(
                     job.owner, session.id, content=job.content, client_id=job.client_id,
                     parent=job.parent,
                 )  # fmt: skip
+            except DuplicateMessage:
+                pass
+            except MessageNotFound:
+                raise InvalidRequest(
+                    "invalid_message", "parent_id is not a message of this session"
+                ) from None
+            else:
+                if stored.message.parent_id != stored.leaf_before:
+                    self.hub.publish(Branch(session.id, stored.message.id))
             message = (
                 "the server is shutting down; the message was stored but not answered, "
                 "send it again with the same id to get the reply"
