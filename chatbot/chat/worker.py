@@ -192,6 +192,17 @@ class Workers:
                     self.hub.publish(
                         Failure(session.id, exc.code, exc.message, reply_to=job.client_id)
                     )
+                except MessageNotFound:
+                    # A message the turn works on was deleted meanwhile (not the session).
+                    window.last_id = UNKNOWN
+                    self.hub.publish(
+                        Failure(
+                            session.id,
+                            "invalid_message",
+                            "the message this answers was deleted meanwhile",
+                            reply_to=job.client_id,
+                        )
+                    )
                 except NotFound:
                     # Deleted meanwhile: close the sockets still on it, as a DELETE does.
                     busy.queue.clear()
