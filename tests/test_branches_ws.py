@@ -941,3 +941,40 @@ def test_sigterm_past_the_grace_stores_it_cancelled_and_keeps_the_queued_edit_in
         (queued_id + 1, "assistant", "Echo: queued edit", "complete", None, queued_id),
         (queued_id + 2, "assistant", f"Echo: {LONG}", "complete", "qr", 1),
     ]
+
+
+def test_deleting_the_question_of_a_reply_in_progress_stores_no_orphan(
+    start_server: ServerFactory,
+) -> None:
+    server = echo_server(start_server, delay=0.2)
+    session_id = new_session(server)
+    with open_socket(server, session_id) as ws:
+        chat(ws, "kept")
+        send(ws, message=LONG, id="doomed", stream=True)
+        assert recv_json(ws)["type"] == "delta"
+        doomed = history(server, session_id)[-1]
+        assert (doomed["role"], doomed["content"]) == ("user", LONG)
+        with server.http(ALICE) as http:
+            response = http.delete(f"/api/sessions/{session_id}/messages/{doomed['id']}")
+        assert response.status_code == 204
+        while (frame := recv_json(ws)).get("type") == "delta":
+            pass
+        # The reply had nothing left to hang from: the socket is told, not closed.
+        assert frame == {
+            "type": "error",
+            "error": {
+                "code": "invalid_message",
+                "message": "the message this reply answers was deleted; the reply was not stored",
+                "retryable": False,
+            },
+            "session_id": session_id,
+            "reply_to": "doomed",
+        }
+        send(ws, message="after")
+        assert recv_json(ws)["type"] == "delta"
+        _, reply = stream_until_reply(ws)
+        assert reply["message"] == "Echo: after"
+    assert turns(history(server, session_id)) == [
+        ("user", "kept"), ("assistant", "Echo: kept"), ("user", "after"), ("assistant", "Echo: after"),
+    ]  # fmt: skip
+    assert session_of(server, session_id)["message_count"] == 4
