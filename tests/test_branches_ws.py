@@ -975,6 +975,7 @@ def test_deleting_the_question_of_a_reply_in_progress_stores_no_orphan(
         _, reply = stream_until_reply(ws)
         assert reply["message"] == "Echo: after"
     assert turns(history(server, session_id)) == [
-        ("user", "kept"), ("assistant", "Echo: kept"), ("user", "after"), ("assistant", "Echo: after"),
+        ("user", "kept"), ("assistant", "Echo: kept"),
+        ("user", "after"), ("assistant", "Echo: after"),
     ]  # fmt: skip
     assert session_of(server, session_id)["message_count"] == 4
