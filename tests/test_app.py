@@ -133,6 +133,7 @@ def test_openapi_describes_exactly_the_real_routes(server: LiveServer) -> None:
         ("/", "get"),
         ("/config.json", "get"),
         ("/static/{version}/{path:path}", "get"),
+        ("/s/{share_id}", "get"),
     }
 
 
