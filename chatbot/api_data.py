@@ -13,6 +13,7 @@ import json
 import secrets
 from typing import Any
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -22,7 +23,7 @@ from chatbot.runtime import runtime_of
 from chatbot.search import parse_query, snippet
 from chatbot.serialize import session_json, timestamp
 from chatbot.stores.base import Message, Session, SessionStore, utcnow
-from chatbot.transfer import export_json, export_markdown, parse_import
+from chatbot.transfer import ImportedSession, export_json, export_markdown, parse_import
 
 IMPORT_PATH = "/api/sessions/import"
 #: A search pages through at most this many results.
@@ -121,11 +122,9 @@ async def export_session(request: Request) -> Response:
 async def import_sessions(request: Request) -> Response:
     runtime, identity = await _authenticate(request)
     body = await request.body()
-    try:
-        data = json.loads(body)
-    except (ValueError, RecursionError):
-        raise InvalidRequest("invalid_json", "the request body is not valid JSON", 400) from None
-    imported = parse_import(data)
+    # Up to CHATBOT_MAX_IMPORT_BYTES of JSON to read and check: off the event loop, so that
+    # the other sockets and requests do not wait for it.
+    imported = await run_in_threadpool(_read_import, body)
     sessions = await runtime.store.import_sessions(
         identity.user_id,
         imported,
@@ -133,6 +132,14 @@ async def import_sessions(request: Request) -> Response:
         limit=runtime.settings.max_sessions_per_user,
     )
     return JSONResponse({"sessions": [session_json(s) for s in sessions]}, status_code=201)
+
+
+def _read_import(body: bytes) -> list[ImportedSession]:
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        raise InvalidRequest("invalid_json", "the request body is not valid JSON", 400) from None
+    return parse_import(data)
 
 
 def _share_url(request: Request, share_id: str) -> str:
