@@ -20,7 +20,7 @@ from typing import Any
 from bench.context import Context
 from bench.http import HttpError, KeepAliveClient, gets
 from bench.report import Outcome, Row
-from bench.scenarios.common import across, summaries, watched
+from bench.scenarios.common import across, load_rows, summaries, watched
 from bench.seed import BranchPages, seed_branches
 from bench.stats import interleaved
 
@@ -98,21 +98,12 @@ async def run(ctx: Context) -> Outcome:
     session = f"{seeded.messages:,}-message session"
     rows: list[Row] = []
     for page, what in PAGES.items():
-        name = f"branched {page}"
-        for figure, label, unit in (
-            ("rate_per_s", "requests/s", "/s"),
-            ("p50_ms", "p50", "ms"),
-            ("p99_ms", "p99", "ms"),
-        ):
-            rows.append(
-                Row(
-                    "branches",
-                    f"{what}, {session} with {seeded.forks:,} older branches, {label}",
-                    unit,
-                    chatbot=across(results[name], figure),
-                    bare=across(results["bare"], figure),
-                )
-            )
+        rows += load_rows(
+            "branches",
+            f"{what}, {session} with {seeded.forks:,} older branches",
+            results[f"branched {page}"],
+            results["bare"],
+        )
     for page, what in PAGES.items():
         rows.append(
             Row(

@@ -7,6 +7,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from bench.report import Row
 from bench.servers import Server
 from bench.stats import Load, median
 
@@ -58,3 +59,20 @@ def across(loads: Sequence[Load], figure: str) -> float:
 def summaries(results: dict[str, list[Load]]) -> dict[str, list[dict[str, Any]]]:
     """Every round's summary, by side."""
     return {name: [summary(load) for load in loads] for name, loads in results.items()}
+
+
+#: The figures of a request load reported against the bare stack: (figure, label, unit).
+LOAD_FIGURES = (
+    ("rate_per_s", "requests/s", "/s"),
+    ("p50_ms", "p50", "ms"),
+    ("p99_ms", "p99", "ms"),
+)
+
+
+def load_rows(scenario: str, what: str, chatbot: Sequence[Load], bare: Sequence[Load]) -> list[Row]:
+    """The rate, p50 and p99 of one chatbot load beside the bare stack's, one row each."""
+    return [
+        Row(scenario, f"{what}, {label}", unit, chatbot=across(chatbot, figure),
+            bare=across(bare, figure))
+        for figure, label, unit in LOAD_FIGURES
+    ]  # fmt: skip

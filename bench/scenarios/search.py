@@ -21,7 +21,7 @@ from urllib.parse import quote
 from bench.context import Context
 from bench.http import HttpError, KeepAliveClient, gets
 from bench.report import Outcome, Row
-from bench.scenarios.common import across, summaries, watched
+from bench.scenarios.common import load_rows, summaries, watched
 from bench.seed import seed_search
 from bench.stats import interleaved
 from chatbot.search import match_expression, parse_query
@@ -88,19 +88,6 @@ async def run(ctx: Context) -> Outcome:
     rows: list[Row] = []
     for name, (_text, what) in QUERIES.items():
         label = f"{what}, {found[name]:,} of the user's {corpus.per_user:,} messages"
-        for figure, unit_label, unit in (
-            ("rate_per_s", "requests/s", "/s"),
-            ("p50_ms", "p50", "ms"),
-            ("p99_ms", "p99", "ms"),
-        ):
-            rows.append(
-                Row(
-                    "search",
-                    f"{label}, {corpus_size}, {unit_label}",
-                    unit,
-                    chatbot=across(results[name], figure),
-                    bare=across(results["bare"], figure),
-                )
-            )
+        rows += load_rows("search", f"{label}, {corpus_size}", results[name], results["bare"])
     details = summaries(results)
     return Outcome(rows, {"rounds": details, "matching": found})
