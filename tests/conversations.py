@@ -6,13 +6,35 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
 
 import httpx
 
 from chatbot.transfer import FORMAT
-from tests.conftest import LiveServer, recv_json
+from tests.conftest import LiveServer, bearer, make_token, recv_json
+
+ALICE = make_token("alice")
+
+
+def api(server: LiveServer) -> httpx.Client:
+    """The HTTP API as Alice."""
+    return httpx.Client(base_url=server.url, headers=bearer(ALICE), timeout=10)
+
+
+def seed(server: LiveServer, title: str | None, messages: Sequence[str] = ()) -> str:
+    """A session of Alice's named ``title``, holding ``messages`` and their echoes."""
+    with api(server) as http:
+        response = http.post("/api/sessions", json={"title": title})
+        assert response.status_code == 201, response.text
+        session_id: str = response.json()["session_id"]
+    if messages:
+        with server.ws(ALICE, session_id=session_id) as ws:
+            for text in messages:
+                ws.send(json.dumps({"message": text}))
+                assert recv_json(ws)["message"] == f"Echo: {text}"
+    return session_id
 
 
 class Conversation:

@@ -21,10 +21,10 @@ from tests.conftest import (
     GENEROUS_LIMITS,
     LiveServer,
     ServerFactory,
-    bearer,
     make_token,
     recv_json,
 )
+from tests.conversations import api, seed
 
 pytestmark = pytest.mark.e2e
 pytest_plugins = ["tests.browser"]
@@ -40,25 +40,6 @@ HOSTILE = "<img src=x onerror=alert(1)>"
 def roomy(start_server: ServerFactory) -> LiveServer:
     """A server whose limits let a test write many messages quickly."""
     return start_server(start_server.settings(**GENEROUS_LIMITS))
-
-
-def api(server: LiveServer) -> httpx.Client:
-    """The HTTP API as Alice."""
-    return httpx.Client(base_url=server.url, headers=bearer(ALICE), timeout=10)
-
-
-def seed(server: LiveServer, title: str | None, messages: Sequence[str] = ()) -> str:
-    """A session of Alice's named ``title``, holding ``messages`` and their echoes."""
-    with api(server) as http:
-        response = http.post("/api/sessions", json={"title": title})
-        assert response.status_code == 201, response.text
-        session_id: str = response.json()["session_id"]
-    if messages:
-        with server.ws(ALICE, session_id=session_id) as ws:
-            for text in messages:
-                ws.send(json.dumps({"message": text}))
-                assert recv_json(ws)["message"] == f"Echo: {text}"
-    return session_id
 
 
 def search_box(page: Page) -> Locator:

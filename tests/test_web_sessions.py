@@ -3,18 +3,17 @@ history when scrolled to the top, and the backend chooser of a new chat."""
 
 from __future__ import annotations
 
-import json
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
-import httpx
 import pytest
 from playwright.sync_api import Locator, Page, expect
 
 from chatbot.settings import BackendConfig
 from tests.browser import open_chat, send_message, wait_for_replies
-from tests.conftest import GENEROUS_LIMITS, LiveServer, ServerFactory, bearer, make_token, recv_json
+from tests.conftest import GENEROUS_LIMITS, LiveServer, ServerFactory, make_token
+from tests.conversations import api, seed
 
 pytestmark = pytest.mark.e2e
 pytest_plugins = ["tests.browser"]
@@ -22,25 +21,6 @@ pytest_plugins = ["tests.browser"]
 ALICE = make_token("alice")
 #: Resolves after the page has drawn two more frames.
 NEXT_FRAMES = "() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))"
-
-
-def api(server: LiveServer) -> httpx.Client:
-    """The HTTP API as Alice."""
-    return httpx.Client(base_url=server.url, headers=bearer(ALICE), timeout=10)
-
-
-def seed(server: LiveServer, title: str | None, messages: Sequence[str] = ()) -> str:
-    """A session of Alice's with ``title``, holding ``messages`` and their echoes."""
-    with api(server) as http:
-        response = http.post("/api/sessions", json={"title": title})
-        assert response.status_code == 201, response.text
-        session_id: str = response.json()["session_id"]
-    if messages:
-        with server.ws(ALICE, session_id=session_id) as ws:
-            for text in messages:
-                ws.send(json.dumps({"message": text}))
-                assert recv_json(ws)["message"] == f"Echo: {text}"
-    return session_id
 
 
 def sessions_nav(page: Page) -> Locator:
