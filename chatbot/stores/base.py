@@ -77,13 +77,11 @@ class Message:
 
 @dataclass(frozen=True)
 class UserMessage:
-    """A user message just stored, and how many messages its session held before it (a
-    live conversation that holds that many knows its context is current)."""
+    """A user message just stored, and the current branch's newest message before it (a
+    message whose parent is not that one started a branch: an edit)."""
 
     message: Message
-    count_before: int
-    #: The current branch's newest message before this one was stored.
-    leaf_before: int | None = None
+    leaf_before: int | None
 
 
 @dataclass(frozen=True)

@@ -252,11 +252,11 @@ class SQLiteStore(SessionStore):
         now = utcnow()
 
         def add(db: sqlite3.Connection) -> UserMessage:
-            message, before, leaf = sql.insert_message(
+            message, leaf = sql.insert_message(
                 db, owner, session_id, now, role="user", content=content,
                 client_id=client_id, parent=parent,
             )  # fmt: skip
-            return UserMessage(message, before, leaf)
+            return UserMessage(message, leaf)
 
         return await self.db.write(add)
 
@@ -301,7 +301,7 @@ class SQLiteStore(SessionStore):
         now = utcnow()
 
         def add(db: sqlite3.Connection) -> Message:
-            message, _, _ = sql.insert_message(
+            message, _ = sql.insert_message(
                 db, owner, session_id, now, role=role, content=content, status=status,
                 client_id=client_id, reply_to=reply_to, backend=backend, model=model,
                 usage=usage,
@@ -505,7 +505,7 @@ class SQLiteStore(SessionStore):
         now = sql.stamp(utcnow())
 
         def delete(db: sqlite3.Connection) -> Session:
-            _, leaf = sql.touch(db, owner, session_id, now, 0)
+            leaf = sql.touch(db, owner, session_id, now, 0)
             doomed = sql.get_message(db, session_id, message_id)
             ids = sql.subtree_ids(db, session_id, message_id)
             on_branch = leaf is not None and leaf in set(ids)

@@ -78,19 +78,17 @@ def message_of(row: sqlite3.Row) -> Message:
     )
 
 
-def touch(
-    db: sqlite3.Connection, owner: str, session_id: str, now: str, added: int
-) -> tuple[int, int | None]:
-    """Mark the owner's session active and count ``added`` messages; the count before and
-    the current branch's leaf. ``NotFound`` if the session is not theirs."""
+def touch(db: sqlite3.Connection, owner: str, session_id: str, now: str, added: int) -> int | None:
+    """Mark the owner's session active and count ``added`` messages; the current branch's
+    leaf. ``NotFound`` if the session is not theirs."""
     row = db.execute(
         "UPDATE sessions SET updated_at = ?, message_count = message_count + ? "
-        "WHERE id = ? AND owner = ? RETURNING message_count, leaf_id",
+        "WHERE id = ? AND owner = ? RETURNING leaf_id",
         (now, added, session_id, owner),
     ).fetchone()
     if row is None:
         raise NotFound()
-    return int(row[0]) - added, row[1]
+    return row[0]  # type: ignore[no-any-return]
 
 
 def find_user_message(
@@ -257,9 +255,8 @@ def insert_message(
     model: str | None = None,
     usage: dict[str, Any] | None = None,
     parent: int | Literal["leaf"] | None = LEAF,
-) -> tuple[Message, int, int | None]:
-    """Add a message to the owner's session: it, the session's message count before and
-    the current branch's leaf before.
+) -> tuple[Message, int | None]:
+    """Add a message to the owner's session: it, and the current branch's leaf before it.
 
     The parent is the current leaf (``LEAF``, a plain message), the user message a reply
     answers (``reply_to``), or the one given (an edit; ``None`` makes a new root). A message
@@ -272,7 +269,7 @@ def insert_message(
     message of the session (deleted meanwhile) raises :class:`MessageNotFound`.
     """
     when = stamp(now)
-    before, leaf = touch(db, owner, session_id, when, 1)
+    leaf = touch(db, owner, session_id, when, 1)
     parent_id = parent if parent != LEAF else (reply_to if reply_to is not None else leaf)
     if parent_id is not None and parent_id != leaf and not has_message(db, session_id, parent_id):
         raise MessageNotFound()
@@ -296,7 +293,7 @@ def insert_message(
     )  # fmt: skip
     if parent_id == leaf or parent != LEAF:
         set_leaf(db, session_id, message.id)
-    return message, before, leaf
+    return message, leaf
 
 
 def migrate(db: sqlite3.Connection) -> list[str]:
