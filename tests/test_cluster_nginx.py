@@ -1,0 +1,220 @@
+"""Two ``chatbot serve`` processes sharing one database behind nginx, configured exactly as
+docs/deployment.md tells operators (tests/nginx.py reads it from there): the protocol,
+history and resume through it, replies crossing from one process to the sockets nginx gave
+the other, and the chat page in Chromium.
+
+nginx balances round robin with no stickiness, so consecutive requests go to both
+processes; where a test needs to know which process served what, it reads their access
+logs (tests/cluster.py).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import Page, expect
+from websockets.sync.client import ClientConnection
+
+from tests.browser import open_chat, screenshot, send_message, wait_for_replies
+from tests.cluster import Cluster, cluster, drop, websocket_line
+from tests.conftest import bearer, make_token, recv_json, wait_for
+
+pytestmark = pytest.mark.e2e
+pytest_plugins = ["tests.browser"]
+
+ALICE = make_token("alice")
+LONG = " ".join(f"w{n}" for n in range(30))
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """One cluster for the module's tests: each test works in sessions of its own."""
+    directory = tmp_path_factory.mktemp("cluster")
+    with cluster(directory, f"sqlite:///{directory / 'chat.db'}") as started:
+        yield started
+
+
+def api(servers: Cluster) -> httpx.Client:
+    return servers.nginx.client(headers=bearer(ALICE))
+
+
+def history(servers: Cluster, session_id: str, token: str = ALICE) -> list[dict[str, Any]]:
+    with servers.nginx.client(headers=bearer(token)) as http:
+        response = http.get(f"/api/sessions/{session_id}/messages")
+    assert response.status_code == 200, response.text
+    messages: list[dict[str, Any]] = response.json()["messages"]
+    return messages
+
+
+def stream_until_reply(ws: Any) -> tuple[str, dict[str, Any]]:
+    """The deltas' text, and the reply frame that ends them."""
+    text = ""
+    while (frame := recv_json(ws))["type"] == "delta":
+        text += frame["delta"]
+    return text, frame
+
+
+def test_chat_and_history_through_nginx_reach_both_processes(servers: Cluster) -> None:
+    with servers.ws(ALICE) as ws:
+        raw = ws.recv(timeout=10)
+        session_id = json.loads(raw)["session_id"]
+        assert raw == '{"session_id": "%s"}' % session_id
+        ws.send(json.dumps({"message": "Hello AI!", "session_id": session_id}))
+        assert ws.recv(timeout=10) == (
+            '{"message": "Echo: Hello AI!", "session_id": "%s"}' % session_id
+        )
+    # Round robin: of two requests in a row, each process serves one, from the database.
+    line = f'"GET /api/sessions/{session_id}/messages HTTP/1.1" 200'
+    assert servers.counts(line) == [0, 0]
+    for _ in range(4):
+        stored = history(servers, session_id)
+        assert [(m["role"], m["content"], m["status"]) for m in stored] == [
+            ("user", "Hello AI!", "complete"),
+            ("assistant", "Echo: Hello AI!", "complete"),
+        ]
+    assert servers.counts(line) == [2, 2]
+
+
+def test_links_made_behind_nginx_are_https(servers: Cluster) -> None:
+    with servers.ws(ALICE) as ws:
+        session_id = recv_json(ws)["session_id"]
+        ws.send(json.dumps({"message": "share me"}))
+        recv_json(ws)
+    with api(servers) as http:
+        response = http.post(f"/api/sessions/{session_id}/shares")
+        assert response.status_code == 201, response.text
+        share = response.json()
+        # The address the browser used, port included, with the scheme nginx forwarded.
+        assert share["url"] == f"{servers.nginx.url}/s/{share['share_id']}"
+        assert http.get(share["url"]).status_code == 200
+
+
+def test_plain_http_is_sent_to_https(servers: Cluster) -> None:
+    response = httpx.get(f"{servers.nginx.http_url}/api/sessions?limit=5")
+    assert response.status_code == 301
+    assert response.headers["location"] == "https://127.0.0.1/api/sessions?limit=5"
+
+
+def test_metrics_are_not_served_through_nginx(servers: Cluster) -> None:
+    with servers.nginx.client() as http:
+        response = http.get("/metrics")
+    # nginx's own page, not a process's JSON error: the request never reached one.
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "text/html"
+    assert "nginx" in response.text
+
+
+def test_a_message_sent_again_after_a_drop_is_answered_once(servers: Cluster) -> None:
+    with servers.ws(ALICE) as ws:
+        session_id = recv_json(ws)["session_id"]
+        ws.send(json.dumps({"message": LONG, "id": "m1", "stream": True}))
+        assert recv_json(ws)["type"] == "delta"
+        drop(ws)
+    # The reply goes on without its socket, and is stored whole.
+    wait_for(
+        lambda: [m["status"] for m in history(servers, session_id)] == ["complete"] * 2,
+        "the reply to be stored",
+    )
+    # The client comes back (to either process) and sends its message again, with its id.
+    with servers.ws(ALICE, f"session_id={session_id}") as again:
+        again.send(json.dumps({"message": LONG, "id": "m1"}))
+        reply = recv_json(again)
+    user, answer = history(servers, session_id)
+    assert (user["content"], answer["content"]) == (LONG, f"Echo: {LONG}")
+    assert reply == {
+        "type": "message",
+        "message": f"Echo: {LONG}",
+        "session_id": session_id,
+        "message_id": answer["id"],
+        "status": "complete",
+        "created_at": answer["created_at"],
+        "backend": "slow",
+        "model": answer["model"],
+        "usage": answer["usage"],
+        "reply_to": "m1",
+    }
+
+
+def new_session(servers: Cluster) -> tuple[ClientConnection, str, int]:
+    """A socket on a new session, the session's id, and which process nginx gave it to."""
+    before = servers.counts(websocket_line())
+    # Entered here, and left by the caller's ``with``.
+    ws = servers.ws(ALICE).__enter__()
+    session_id = recv_json(ws)["session_id"]
+    return ws, session_id, servers.served_by(before, websocket_line())
+
+
+def socket_away_from(servers: Cluster, home: int, query: str) -> ClientConnection:
+    """A socket opened with ``query`` that nginx gave to the process other than ``home``
+    (round robin does on the next connection; up to four are tried)."""
+    for _ in range(4):
+        before = servers.counts(websocket_line(query))
+        ws = servers.ws(ALICE, query).__enter__()
+        if servers.served_by(before, websocket_line(query)) != home:
+            return ws
+        ws.close()
+    raise AssertionError(f"nginx sent every socket to process {home}")
+
+
+def test_a_reply_reaches_the_sessions_socket_on_the_other_process(servers: Cluster) -> None:
+    first, session_id, home = new_session(servers)
+    second = socket_away_from(servers, home, f"session_id={session_id}")
+    with first, second:
+        # Asked on one process, answered there, and delivered on the other one too.
+        second.send(json.dumps({"message": "across", "session_id": session_id}))
+        assert recv_json(second) == {"message": "Echo: across", "session_id": session_id}
+        assert recv_json(first) == {"message": "Echo: across", "session_id": session_id}
+        first.send(json.dumps({"message": "and back", "session_id": session_id}))
+        assert recv_json(first) == {"message": "Echo: and back", "session_id": session_id}
+        assert recv_json(second) == {"message": "Echo: and back", "session_id": session_id}
+
+
+def test_a_socket_reopened_on_the_other_process_picks_up_the_reply_in_progress(
+    servers: Cluster,
+) -> None:
+    first, session_id, home = new_session(servers)
+    with first:
+        first.send(json.dumps({"message": LONG, "id": "long", "stream": True}))
+        assert recv_json(first)["type"] == "delta"
+        drop(first)
+    # Reconnecting as the chat page does (?stream=1), on the process that is not generating
+    # the reply: it sends the text so far, then the rest.
+    with socket_away_from(servers, home, f"session_id={session_id}&stream=1") as again:
+        caught_up = recv_json(again)
+        text, reply = stream_until_reply(again)
+    assert caught_up["type"] == "delta"
+    assert caught_up["reply_to"] == "long"
+    assert caught_up["delta"] + text == f"Echo: {LONG}"
+    assert reply["message"] == f"Echo: {LONG}"
+    assert reply["status"] == "complete"
+    assert [m["content"] for m in history(servers, session_id)] == [LONG, f"Echo: {LONG}"]
+
+
+def test_the_chat_page_works_through_nginx(servers: Cluster, new_page: Callable[..., Page]) -> None:
+    # The browser trusts no test certificate: it is told to go on, as a user would click.
+    page = new_page(viewport={"width": 1280, "height": 800}, ignore_https_errors=True)
+    carol = make_token("carol")
+    before = servers.counts('"GET /')
+    open_chat(page, servers.nginx.url, carol)
+    send_message(page, "hello through nginx")
+    wait_for_replies(page, 1)
+    log = page.get_by_role("log")
+    expect(log).to_contain_text("Echo: hello through nginx")
+    screenshot(page, "cluster-nginx-chat")
+    page.reload()
+    expect(log).to_contain_text("Echo: hello through nginx")
+    expect(log).to_contain_text("hello through nginx")
+    # The page's files and API calls came from both processes.
+    after = servers.counts('"GET /')
+    assert all(a > b for a, b in zip(after, before, strict=True)), (before, after)
+    with servers.nginx.client(headers=bearer(carol)) as http:
+        (session,) = http.get("/api/sessions").json()["sessions"]
+    stored = history(servers, session["session_id"], carol)
+    assert [(m["content"], m["status"]) for m in stored] == [
+        ("hello through nginx", "complete"),
+        ("Echo: hello through nginx", "complete"),
+    ]
