@@ -10,8 +10,11 @@ logs (tests/cluster.py).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,7 +24,7 @@ from websockets.sync.client import ClientConnection
 
 from tests.browser import open_chat, screenshot, send_message, wait_for_replies
 from tests.cluster import Cluster, cluster, drop, websocket_line
-from tests.conftest import bearer, make_token, recv_json, wait_for
+from tests.conftest import bearer, expect_close, make_token, recv_json, wait_for
 
 pytestmark = pytest.mark.e2e
 pytest_plugins = ["tests.browser"]
@@ -30,11 +33,18 @@ ALICE = make_token("alice")
 LONG = " ".join(f"w{n}" for n in range(30))
 
 
+@contextlib.contextmanager
+def shared_cluster(directory: Path) -> Iterator[Cluster]:
+    """Two processes on one new database, nginx in front."""
+    with cluster(directory, f"sqlite:///{directory / 'chat.db'}") as started:
+        yield started
+
+
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """One cluster for the module's tests: each test works in sessions of its own."""
-    directory = tmp_path_factory.mktemp("cluster")
-    with cluster(directory, f"sqlite:///{directory / 'chat.db'}") as started:
+    """One cluster for the module's tests that leave it as they found it: each works in
+    sessions of its own."""
+    with shared_cluster(tmp_path_factory.mktemp("cluster")) as started:
         yield started
 
 
@@ -192,6 +202,39 @@ def test_a_socket_reopened_on_the_other_process_picks_up_the_reply_in_progress(
     assert reply["message"] == f"Echo: {LONG}"
     assert reply["status"] == "complete"
     assert [m["content"] for m in history(servers, session_id)] == [LONG, f"Echo: {LONG}"]
+
+
+def test_a_process_stopping_mid_reply_loses_nothing(tmp_path: Path) -> None:
+    with shared_cluster(tmp_path) as servers:
+        ws, session_id, home = new_session(servers)
+        stopping, other = servers.processes[home], servers.processes[1 - home]
+        with ws:
+            ws.send(json.dumps({"message": LONG, "id": "before", "stream": True}))
+            assert recv_json(ws)["type"] == "delta"
+            # A restart: the process finishes the reply in flight, then closes the socket.
+            stopping.signal(signal.SIGTERM)
+            reply = stream_until_reply(ws)[1]
+            assert (reply["message"], reply["status"]) == (f"Echo: {LONG}", "complete")
+            assert expect_close(ws) == (1001, "server shutting down")
+        stopping.wait()
+        # While it is down, nginx gives everything to the other process: sockets, reads, and
+        # requests that change something (a POST is passed on when the refusal came first).
+        line = websocket_line(f"session_id={session_id}")
+        for n in range(3):
+            with servers.ws(ALICE, f"session_id={session_id}") as again:
+                again.send(json.dumps({"message": f"during {n}", "id": f"during-{n}"}))
+                assert recv_json(again)["message"] == f"Echo: during {n}"
+        assert other.log.read_text().count(line) == 3
+        with api(servers) as http:
+            for _ in range(3):
+                assert http.post("/api/sessions", json={"title": "new"}).status_code == 201
+        stored = history(servers, session_id)
+    assert [m["content"] for m in stored] == [
+        LONG,
+        f"Echo: {LONG}",
+        *[text for n in range(3) for text in (f"during {n}", f"Echo: during {n}")],
+    ]
+    assert all(m["status"] == "complete" for m in stored)
 
 
 def test_the_chat_page_works_through_nginx(servers: Cluster, new_page: Callable[..., Page]) -> None:
