@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 from playwright.sync_api import Page, expect
-from websockets.sync.client import ClientConnection
+from websockets.sync.client import ClientConnection, connect
 
 from tests.browser import open_chat, screenshot, send_message, wait_for_replies
 from tests.cluster import Cluster, cluster, drop, websocket_line
@@ -87,6 +87,25 @@ def test_chat_and_history_through_nginx_reach_both_processes(servers: Cluster) -
             ("assistant", "Echo: Hello AI!", "complete"),
         ]
     assert servers.counts(line) == [2, 2]
+
+
+def test_tokens_and_origins_are_checked_through_nginx(servers: Cluster) -> None:
+    expired = make_token("alice", ttl=-3600)
+    with servers.ws(expired) as ws:
+        assert expect_close(ws) == (4401, "token expired")
+    # nginx passes the Host the browser used, port included: the page's own origin matches
+    # it, another does not.
+    for origin, opens in ((servers.nginx.url, True), ("https://elsewhere.example", False)):
+        with connect(
+            servers.nginx.ws_url,
+            ssl=servers.nginx.ssl_context(),
+            additional_headers={**bearer(ALICE), "Origin": origin},
+            open_timeout=10,
+        ) as ws:
+            if opens:
+                assert "session_id" in recv_json(ws)
+            else:
+                assert expect_close(ws) == (4403, "origin not allowed")
 
 
 def test_links_made_behind_nginx_are_https(servers: Cluster) -> None:
