@@ -280,3 +280,24 @@ def test_the_chat_page_works_through_nginx(servers: Cluster, new_page: Callable[
         ("hello through nginx", "complete"),
         ("Echo: hello through nginx", "complete"),
     ]
+
+
+def test_the_chat_page_carries_on_when_its_process_stops(
+    tmp_path: Path, new_page: Callable[..., Page]
+) -> None:
+    page = new_page(viewport={"width": 1280, "height": 800}, ignore_https_errors=True)
+    with shared_cluster(tmp_path) as servers:
+        open_chat(page, servers.nginx.url, ALICE)
+        send_message(page, "before the restart")
+        wait_for_replies(page, 1)
+        # The process holding the page's socket stops, as in a rolling restart.
+        [holder] = [i for i, n in enumerate(servers.counts('"WebSocket /ws/chat/')) if n]
+        servers.processes[holder].stop()
+        send_message(page, "after the restart")
+        wait_for_replies(page, 2)
+        log = page.get_by_role("log")
+        expect(log).to_contain_text("Echo: after the restart")
+        page.reload()  # every file and request from the process that is left
+        expect(log).to_contain_text("Echo: after the restart")
+        expect(log).to_contain_text("Echo: before the restart")
+        assert log.inner_text().count("Echo:") == 2
