@@ -15,6 +15,7 @@ Use the ``postgres_url`` fixture (available to every test module through
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import os
 import secrets
@@ -47,7 +48,8 @@ def with_search_path(url: str, schema: str) -> str:
 
 
 def run_sql(url: str, statement: str, *args: Any) -> Any:
-    """Run one statement on a connection of its own (outside any event loop); its rows."""
+    """Run one statement on a connection of its own; its rows. On a thread of its own, so
+    that it works from a test's code and from inside a running event loop alike."""
     import asyncpg
 
     async def run() -> Any:
@@ -57,7 +59,8 @@ def run_sql(url: str, statement: str, *args: Any) -> Any:
         finally:
             await connection.close()
 
-    return asyncio.run(run())
+    with concurrent.futures.ThreadPoolExecutor(1) as thread:
+        return thread.submit(asyncio.run, run()).result()
 
 
 @contextlib.contextmanager

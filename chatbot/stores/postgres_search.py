@@ -41,22 +41,25 @@ def search_vector(owner: str, content: str) -> str:
 
     Beyond PostgreSQL's limits a long text is indexed in part: positions past 16383 count as
     16383 (a phrase there may be missed), a word's 256 first positions are kept, a word
-    longer than 2047 bytes is cut, and words that appear first after about 1 MB of distinct
-    words are left out.
+    longer than 2047 bytes is cut, and what would take the vector past about 1 MB (its words
+    and their positions) is left out.
     """
     positions: dict[str, list[int]] = {}
+    # What PostgreSQL counts against its limit: each lexeme's bytes (to an even number)
+    # and two bytes per position, plus two for their count.
     size = 0
     for index, word in enumerate(folded_words(content), start=2):
         word = _cut(word)
         position = min(index, MAX_POSITION)
         seen = positions.get(word)
         if seen is None:
-            size += len(word.encode()) + 3
-            if size > MAX_VECTOR_BYTES:
-                continue
-            positions[word] = [position]
-        elif len(seen) < MAX_POSITIONS and seen[-1] != position:
+            cost = _even(len(word.encode())) + 4
+            if size + cost <= MAX_VECTOR_BYTES:
+                positions[word] = [position]
+                size += cost
+        elif len(seen) < MAX_POSITIONS and seen[-1] != position and size + 2 <= MAX_VECTOR_BYTES:
             seen.append(position)
+            size += 2
     entries = [f"{_lexeme(scope(owner))}:1A"]
     entries += [
         f"{_lexeme(word)}:{','.join(map(str, places))}" for word, places in positions.items()
@@ -84,6 +87,10 @@ def terms_query(query: SearchQuery) -> str | None:
         if all(words):
             terms.append("( " + " <-> ".join(_lexeme(_cut(w)) + ":D" for w in words) + " )")
     return " & ".join(terms) if terms else None
+
+
+def _even(size: int) -> int:
+    return size + size % 2
 
 
 def _cut(word: str) -> str:

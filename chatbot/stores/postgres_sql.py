@@ -168,9 +168,8 @@ async def newest_descendant(db: Connection, session_id: str, message_id: int) ->
     step one look-up in the parent index)."""
     leaf = await db.fetchval(
         "WITH RECURSIVE down(id) AS (SELECT $1::bigint UNION ALL "
-        "SELECT (SELECT c.id FROM messages c "
-        "WHERE c.session_id = $2 AND c.parent_id = down.id "
-        "ORDER BY c.id DESC LIMIT 1) FROM down WHERE down.id IS NOT NULL) "
+        "SELECT newest.id FROM down, LATERAL (SELECT c.id FROM messages c "
+        "WHERE c.session_id = $2 AND c.parent_id = down.id ORDER BY c.id DESC LIMIT 1) newest) "
         "SELECT max(id) FROM down",
         message_id, session_id,
     )  # fmt: skip
