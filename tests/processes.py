@@ -44,7 +44,7 @@ class ServeProcess:
         # A given port restarts a server where its clients expect it (their reconnects).
         self.port = port if port is not None else free_port()
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(FOREIGN_PREFIXES)}
-        # ``env`` may replace these too (a database shared by several processes).
+        # A SQLite file of the test's own unless ``env`` names another database.
         self.env.update(
             {
                 "CHATBOT_JWT_SECRET": SECRET,
