@@ -1,4 +1,4 @@
-"""Two ``chatbot serve`` processes sharing one database behind nginx, configured exactly as
+"""Two ``chatbot serve`` processes sharing one PostgreSQL schema behind nginx, configured exactly as
 docs/deployment.md tells operators (tests/nginx.py reads it from there): the protocol,
 history and resume through it, replies crossing from one process to the sockets nginx gave
 the other, and the chat page in Chromium.
@@ -25,6 +25,7 @@ from websockets.sync.client import ClientConnection, connect
 from tests.browser import open_chat, screenshot, send_message, wait_for_replies
 from tests.cluster import Cluster, cluster, drop, websocket_line
 from tests.conftest import bearer, expect_close, make_token, recv_json, wait_for
+from tests.postgres import fresh_schema
 
 pytestmark = pytest.mark.e2e
 pytest_plugins = ["tests.browser"]
@@ -35,8 +36,8 @@ LONG = " ".join(f"w{n}" for n in range(30))
 
 @contextlib.contextmanager
 def shared_cluster(directory: Path) -> Iterator[Cluster]:
-    """Two processes on one new database, nginx in front."""
-    with cluster(directory, f"sqlite:///{directory / 'chat.db'}") as started:
+    """Two processes on one new PostgreSQL schema, nginx in front."""
+    with fresh_schema() as database_url, cluster(directory, database_url) as started:
         yield started
 
 
@@ -301,3 +302,4 @@ def test_the_chat_page_carries_on_when_its_process_stops(
         expect(log).to_contain_text("Echo: after the restart")
         expect(log).to_contain_text("Echo: before the restart")
         assert log.inner_text().count("Echo:") == 2
+        page.close()  # before nginx stops, or the page would try to reconnect
