@@ -121,6 +121,9 @@ class TokenVerifier:
         self._leeway = settings.jwt_leeway
         self._claim = settings.jwt_user_claim
         self._quota_claim = settings.quota_claim
+        #: A malformed plan is logged as a warning once, then at debug level: every request
+        #: of every user would repeat it.
+        self._warned_plan = False
 
     @property
     def leeway(self) -> float:
@@ -223,9 +226,12 @@ class TokenVerifier:
         try:
             return plan_from_claim(claims.get(self._quota_claim))
         except ValueError as exc:
-            logger.warning(
-                "the %s claim of a token is %s; the server's own quotas apply to it (see "
-                "CHATBOT_QUOTA_CLAIM in docs/configuration.md)",
+            level = logging.DEBUG if self._warned_plan else logging.WARNING
+            self._warned_plan = True
+            logger.log(
+                level,
+                "a token's %r claim is not a quota plan (%s); the server's own quotas apply "
+                "to it (see CHATBOT_QUOTA_CLAIM in docs/configuration.md)",
                 self._quota_claim, exc,
             )  # fmt: skip
             return None
