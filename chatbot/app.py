@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 
-from chatbot import api, api_data, web
+from chatbot import api, api_data, api_usage, web
 from chatbot.api_data import IMPORT_PATH
 from chatbot.auth import TokenVerifier
 from chatbot.backends import Backend
@@ -135,6 +135,7 @@ def create_app(
 
     routes = [
         *api_data.routes,
+        *api_usage.routes,
         *api.routes,
         Route("/openapi.json", openapi, methods=["GET"]),
         WebSocketRoute("/ws/chat/", chat_endpoint),

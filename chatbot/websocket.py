@@ -136,7 +136,7 @@ async def _chat(
 
     connection.on_give_up = give_up
     try:
-        await _read(websocket, connection, runtime, session, identity.user_id)
+        await _read(websocket, connection, runtime, session, identity)
     except asyncio.CancelledError:
         if not gave_up or endpoint.cancelling() > 1:
             raise  # the server cancels this socket
@@ -191,7 +191,11 @@ def _catch_up(runtime: Runtime, connection: Connection) -> None:
 
 
 async def _read(
-    websocket: WebSocket, connection: Connection, runtime: Runtime, session: Session, owner: str
+    websocket: WebSocket,
+    connection: Connection,
+    runtime: Runtime,
+    session: Session,
+    identity: Identity,
 ) -> None:
     limit = runtime.settings.max_frame_bytes
     while not connection.closing:
@@ -206,12 +210,13 @@ async def _read(
         if len(text) > limit or len(text.encode("utf-8", "surrogatepass")) > limit:
             connection.close(CLOSE_TOO_BIG, f"frame larger than {limit} bytes")
             return
-        _handle(text, connection, runtime, session, owner)
+        _handle(text, connection, runtime, session, identity)
 
 
 def _handle(
-    text: str, connection: Connection, runtime: Runtime, session: Session, owner: str
+    text: str, connection: Connection, runtime: Runtime, session: Session, identity: Identity
 ) -> None:
+    owner = identity.user_id
     try:
         data = json.loads(text)
     except (ValueError, RecursionError):
@@ -253,6 +258,7 @@ def _handle(
             )
         if not _within_rate_limit(connection, runtime, owner, reply_to):
             return
+        job.plan = identity.plan
         if stream and not connection.wants_deltas:
             # From now on this socket gets the deltas of every reply.
             connection.wants_deltas = True
