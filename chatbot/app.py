@@ -18,15 +18,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 
-from chatbot import api, api_data, web
+from chatbot import api, api_data, coordination, web
 from chatbot.api_data import IMPORT_PATH
 from chatbot.auth import TokenVerifier
 from chatbot.backends import Backend
-from chatbot.chat.worker import Workers
 from chatbot.connection import Sockets
 from chatbot.cors import cors_middleware
 from chatbot.errors import AuthError, InvalidRequest, NotFound, TokenMissing
-from chatbot.hub.local import LocalHub
 from chatbot.jwt_secret import with_jwt_secret
 from chatbot.limits import UserLimits
 from chatbot.middleware import BodySizeLimit
@@ -104,9 +102,9 @@ def create_app(
                 if applied:
                     logger.info("applied migrations: %s", ", ".join(applied))
             await backends.start()
-            hub = LocalHub()
+            hub, workers = coordination.build(store, backends, settings)
             await hub.start()
-            workers = Workers(store, backends, hub, settings)
+            await workers.start()
             runtime = Runtime(
                 settings, store, backends, verifier, hub, workers, UserLimits(settings),
                 Sockets(),

@@ -206,10 +206,10 @@ async def _read(
         if len(text) > limit or len(text.encode("utf-8", "surrogatepass")) > limit:
             connection.close(CLOSE_TOO_BIG, f"frame larger than {limit} bytes")
             return
-        _handle(text, connection, runtime, session, owner)
+        await _handle(text, connection, runtime, session, owner)
 
 
-def _handle(
+async def _handle(
     text: str, connection: Connection, runtime: Runtime, session: Session, owner: str
 ) -> None:
     try:
@@ -257,7 +257,7 @@ def _handle(
             # From now on this socket gets the deltas of every reply.
             connection.wants_deltas = True
             _catch_up(runtime, connection)
-        runtime.workers.submit(session, job)
+        await runtime.workers.submit(session, job)
     except InvalidRequest as exc:
         connection.send_error(exc.code, exc.message, exc.code == "busy", reply_to)
 
