@@ -44,11 +44,14 @@ class ServeProcess:
         # A given port restarts a server where its clients expect it (their reconnects).
         self.port = port if port is not None else free_port()
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(FOREIGN_PREFIXES)}
+        # A SQLite file of the test's own unless ``env`` names another database.
         self.env.update(
-            CHATBOT_JWT_SECRET=SECRET,
-            CHATBOT_DATABASE_URL=f"sqlite:///{tmp_path / 'chat.db'}",
-            CHATBOT_DATA_DIR=str(tmp_path / "data"),
-            **env,
+            {
+                "CHATBOT_JWT_SECRET": SECRET,
+                "CHATBOT_DATABASE_URL": f"sqlite:///{tmp_path / 'chat.db'}",
+                "CHATBOT_DATA_DIR": str(tmp_path / "data"),
+                **env,
+            }
         )
         self.cwd = tmp_path
         self.log = tmp_path / "serve.log"
