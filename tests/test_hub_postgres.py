@@ -12,9 +12,9 @@ import pytest
 from chatbot.hub import wire
 from chatbot.hub.base import Closed, Delta, Event, Failure, Started, Title
 from chatbot.hub.postgres import PostgresHub, channel_for
-from tests.postgres import fresh_schema_url, needs_postgres
+from tests.postgres import fresh_schema
 
-pytestmark = [needs_postgres, pytest.mark.anyio]
+pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
@@ -49,9 +49,8 @@ def hub(url: str) -> PostgresHub:
 
 
 @pytest.fixture
-async def url() -> AsyncIterator[str]:
-    async with fresh_schema_url() as schema_url:
-        yield schema_url
+def url(postgres_url: str) -> str:
+    return postgres_url
 
 
 @pytest.fixture
@@ -175,7 +174,7 @@ async def test_a_process_does_not_hear_its_own_events_twice(
 
 
 async def test_schemas_do_not_hear_each_other(url: str) -> None:
-    async with fresh_schema_url() as other_url:
+    with fresh_schema() as other_url:
         a, b = hub(url), hub(other_url)
         await a.start()
         await b.start()

@@ -1,7 +1,7 @@
 """Workers of several processes on one PostgreSQL: each session answered by one process at a
 time, its messages in the order they were sent, wherever they arrived.
 
-A message is queued in the database (:mod:`chatbot.chat.cluster_sql`). The process that
+A message is queued in the database (:mod:`chatbot.stores.postgres_work`). The process that
 queues it into an idle session claims the session and answers its queue until it is empty;
 a message that arrives at another process meanwhile waits in that queue, and its reply
 reaches every socket through the hub. Each process says it is alive every few seconds; the
@@ -18,35 +18,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from typing import Any
 
-from chatbot.chat import cluster_sql as sql
 from chatbot.chat.turn import Job
 from chatbot.chat.worker import Workers, _Session
 from chatbot.errors import InvalidRequest, NotFound
 from chatbot.hub.base import Hub
 from chatbot.registry import BackendRegistry
 from chatbot.settings import Settings
+from chatbot.stores import postgres_work as sql
 from chatbot.stores.base import LEAF, Session, SessionStore
 
 logger = logging.getLogger("chatbot.chat")
 
 
-def job_to_json(job: Job) -> str:
-    return json.dumps(
-        {
-            "owner": job.owner, "content": job.content, "client_id": job.client_id,
-            "asker": job.asker, "parent": job.parent, "regenerate": job.regenerate,
-            "reply_id": job.reply_id,
-        },
-        ensure_ascii=False,
-    )  # fmt: skip
+def job_to_json(job: Job) -> dict[str, Any]:
+    """A job as the ``jsonb`` of its row (the store's pool exchanges ``jsonb`` as objects)."""
+    return {
+        "owner": job.owner, "content": job.content, "client_id": job.client_id,
+        "asker": job.asker, "parent": job.parent, "regenerate": job.regenerate,
+        "reply_id": job.reply_id,
+    }  # fmt: skip
 
 
-def job_from_json(raw: str | dict[str, Any]) -> Job:
-    data = json.loads(raw) if isinstance(raw, str) else raw
+def job_from_json(data: dict[str, Any]) -> Job:
     parent = data.get("parent", LEAF)
     return Job(
         owner=data["owner"], content=data["content"], client_id=data.get("client_id"),
@@ -176,18 +172,22 @@ class ClusterWorkers(Workers):
                 logger.warning("heartbeat failed (%s); trying again", type(exc).__name__)
 
     async def _beat(self) -> None:
-        """Say this process is alive, and answer the sessions others left."""
-        if self._closing:
-            return
-        rows = await self.pool.fetch(sql.HEARTBEAT, self.process, self.timeout)
+        """Say this process is alive, and answer the sessions others left (not while it
+        stops: it still says it is alive until its last reply is stored, so that no other
+        process answers that message a second time)."""
+        rows = await self.pool.fetch(sql.HEARTBEAT, self.process, self.timeout, not self._closing)
         for row in rows:
             session_id = row["session_id"]
             if session_id in self._busy:
                 continue  # still answering it here (a task about to find its next job)
             owner = await self.pool.fetchval(sql.OWNER, session_id)
             try:
+                if owner is None:
+                    raise NotFound()
                 session = await self.store.get_session(owner, session_id)
             except NotFound:
+                # Answered or deleted meanwhile: let it go again rather than hold it.
+                await self.pool.fetchrow(sql.NEXT_JOB, session_id, self.process, None, True)
                 continue
             logger.info("answering the messages another process left on a session")
             self._run(session)

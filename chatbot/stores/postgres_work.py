@@ -108,9 +108,10 @@ BEGIN
 END
 $$;
 
--- The heartbeat: say this process is alive, forget long-dead ones, and claim the sessions
--- whose jobs nobody answers (their process stopped or died). Returns those sessions.
-CREATE FUNCTION chatbot_heartbeat(p_process text, p_timeout double precision)
+-- The heartbeat: say this process is alive, forget long-dead ones, and (unless p_claim is
+-- false: a process stopping still says it is alive until its last reply is stored) claim
+-- the sessions whose jobs nobody answers (their process stopped or died). Returns those.
+CREATE FUNCTION chatbot_heartbeat(p_process text, p_timeout double precision, p_claim boolean)
 RETURNS SETOF text LANGUAGE plpgsql AS $$
 DECLARE
     orphan text;
@@ -119,6 +120,9 @@ BEGIN
     ON CONFLICT (id) DO UPDATE SET seen_at = now();
     DELETE FROM chatbot_processes
     WHERE seen_at < now() - make_interval(secs => 10 * p_timeout);
+    IF NOT p_claim THEN
+        RETURN;
+    END IF;
     FOR orphan IN
         SELECT DISTINCT j.session_id FROM chatbot_jobs j
         LEFT JOIN chatbot_workers w ON w.session_id = j.session_id
@@ -146,7 +150,7 @@ $$;
 
 SUBMIT = "SELECT chatbot_submit($1, $2, $3::jsonb, $4, $5, $6)"
 NEXT_JOB = "SELECT job_id, job_body FROM chatbot_next_job($1, $2, $3, $4)"
-HEARTBEAT = "SELECT session_id FROM chatbot_heartbeat($1, $2) AS claimed(session_id)"
+HEARTBEAT = "SELECT session_id FROM chatbot_heartbeat($1, $2, $3) AS claimed(session_id)"
 LEAVE = "SELECT chatbot_leave($1)"
 #: The first job of a claimed session names its owner (to read the session as theirs).
 OWNER = "SELECT job->>'owner' FROM chatbot_jobs WHERE session_id = $1 ORDER BY id LIMIT 1"
