@@ -47,9 +47,9 @@ HEARTBEAT_SECONDS = 10.0
 #: Seconds a lease lasts unless renewed: three heartbeats, so that one slow or failed
 #: renewal does not free the slots of sockets still open.
 LEASE_SECONDS = 30.0
-#: The first key of the advisory locks taken on a user's sockets (the second is the user id's
-#: hash): a two-key lock never meets the one-key locks of migrations and sessions.
-SOCKET_LOCK = 0x4C494D53
+#: The first key of the two-key advisory locks taken on a user's sockets ("sock" in ASCII; the
+#: second is the user id's hash): no other lock of the server's has this first key.
+SOCKET_LOCK = 0x736F636B
 
 #: $1 user, $2 limit, $3 window in seconds. Returns the refused streak (0: allowed) and the
 #: whole seconds until the oldest time leaves the window.
@@ -73,7 +73,7 @@ RETURNING w.refused, CASE WHEN w.refused = 0 THEN 0 ELSE greatest(1, ceil(extrac
     epoch FROM w.stamps[1] + make_interval(secs => $3) - w.touched)))::int END
 """
 
-#: $1 user (taken under the lock, in the same transaction, just before).
+#: $1 user. Held until the transaction that counts the socket ends.
 LOCK_USER = f"SELECT pg_advisory_xact_lock({SOCKET_LOCK}, hashtext($1))"
 
 #: $1 user, $2 socket, $3 process, $4 lease in seconds, $5 limit. Expired leases do not
