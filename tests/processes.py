@@ -45,10 +45,12 @@ class ServeProcess:
         self.port = port if port is not None else free_port()
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(FOREIGN_PREFIXES)}
         self.env.update(
-            CHATBOT_JWT_SECRET=SECRET,
-            CHATBOT_DATABASE_URL=f"sqlite:///{tmp_path / 'chat.db'}",
-            CHATBOT_DATA_DIR=str(tmp_path / "data"),
-            **env,
+            {
+                "CHATBOT_JWT_SECRET": SECRET,
+                "CHATBOT_DATABASE_URL": f"sqlite:///{tmp_path / 'chat.db'}",
+                "CHATBOT_DATA_DIR": str(tmp_path / "data"),
+                **env,  # a CHATBOT_DATABASE_URL here: another database, such as PostgreSQL
+            }
         )
         self.cwd = tmp_path
         self.log = tmp_path / "serve.log"
