@@ -148,7 +148,11 @@ async def _measure(
         ),
         ("in memory (one process)", figure["hit-memory"], f"{figure['hit-memory'] / select:.3f}"),
         (f"SELECT 1, {CONCURRENCY} at once", select8, "1 (reference)"),
-        (f"counts, {CONCURRENCY} at once, many users", figure["hit-8"], _r(figure["hit-8"], select8)),
+        (
+            f"counts, {CONCURRENCY} at once, many users",
+            figure["hit-8"],
+            _r(figure["hit-8"], select8),
+        ),
         (
             f"counts, {CONCURRENCY} at once, one user",
             figure["hit-8-one-user"],

@@ -123,7 +123,9 @@ def test_the_session_cap_counts_the_sessions_created_on_both_processes(
     tmp_path: Path, postgres_url: str
 ) -> None:
     with two_servers(tmp_path, postgres_url, CHATBOT_MAX_SESSIONS_PER_USER="2") as (a, b):
-        assert httpx.post(f"{a.url}/api/sessions", json={}, headers=bearer(ALICE)).status_code == 201
+        assert (
+            httpx.post(f"{a.url}/api/sessions", json={}, headers=bearer(ALICE)).status_code == 201
+        )
         with socket_to(b, ALICE) as ws:
             assert "session_id" in recv_json(ws)
         refused = httpx.post(f"{a.url}/api/sessions", json={}, headers=bearer(ALICE))
