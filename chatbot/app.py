@@ -96,7 +96,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Runtime]]:
-        store = store_for_url(settings.database_url)
+        store = store_for_url(settings.database_url, pool_size=settings.database_pool_size)
         await store.open()
         try:
             if settings.auto_migrate:

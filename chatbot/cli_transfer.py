@@ -180,7 +180,7 @@ async def import_sessions(
 
 async def _with_store(settings: Settings, work: Callable[[SessionStore], Awaitable[T]]) -> T:
     """Run ``work`` on the store, opened and migrated as ``chatbot serve`` would."""
-    store = store_for_url(settings.database_url)
+    store = store_for_url(settings.database_url, pool_size=settings.database_pool_size)
     await store.open()
     try:
         if settings.auto_migrate:

@@ -105,15 +105,30 @@ def match_expression(query: SearchQuery, owner: str) -> str:
     """
     if query.empty:
         raise ValueError("an empty query matches nothing: answer it without searching")
-    terms = [_quoted(word) + ("*" if _is_prefix(word) else "") for word in query.words]
+    terms = [_quoted(word) + ("*" if is_prefix(word) else "") for word in query.words]
     terms += [_quoted(" ".join(phrase)) for phrase in query.phrases]
     scope = _quoted("u" + owner.encode().hex().upper())
     return f"scope : {scope} AND content : ( {' AND '.join(terms)} )"
 
 
-def _is_prefix(word: str) -> bool:
+def is_prefix(word: str) -> bool:
     """Whether a query word matches the words it starts (all but one-character words)."""
     return len(word) > 1
+
+
+def folded_words(text: str) -> Iterator[str]:
+    """The words of ``text`` as they are compared: split as :func:`parse_query` splits a
+    query, without case or accents. A store that indexes words itself (rather than through
+    FTS5's tokenizer) indexes these, and looks up :func:`fold` of each query word."""
+    for match in _TOKEN.finditer(unicodedata.normalize("NFC", text)):
+        word = _fold(match.group())
+        if word:
+            yield word
+
+
+def fold(word: str) -> str:
+    """A query word or phrase word as :func:`folded_words` yields it (may be empty)."""
+    return _fold(word)
 
 
 def _quoted(text: str) -> str:
@@ -183,7 +198,7 @@ def _hits(tokens: Iterable[_Token], terms: _Terms) -> Iterator[Span]:
         start, end, folded = token
         recent.append(token)
         if any(
-            folded.startswith(word) if _is_prefix(word) else folded == word for word in terms.words
+            folded.startswith(word) if is_prefix(word) else folded == word for word in terms.words
         ):
             yield start, end
         for phrase in terms.phrases:

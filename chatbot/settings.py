@@ -114,7 +114,14 @@ class Settings:
         "sqlite:///./chatbot.db",
         "where sessions and messages live; `sqlite:////abs/path.db` for an absolute path; "
         "`?synchronous=normal` trades the last commits on a power loss for fewer disk syncs "
-        "(see [performance](performance.md#synchronousnormal))",
+        "(see [performance](performance.md#synchronousnormal)); "
+        "`postgresql://user:password@host:5432/database` for PostgreSQL (needs "
+        "`pip install 'chatbot[postgres]'`, see [PostgreSQL](configuration.md#postgresql))",
+    )
+    database_pool_size: int = setting(
+        10,
+        "connections each server process keeps open to PostgreSQL, at most (unused with SQLite)",
+        bound=Between(1, 1000),
     )
     data_dir: Path = setting(Path(".chatbot"), "holds the generated JWT secret")  # noqa: RUF009
     backends: Mapping[str, BackendConfig] = field(

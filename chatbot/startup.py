@@ -44,7 +44,7 @@ def bind(host: str, port: int) -> socket.socket:
 async def prepare_database(settings: Settings, *, migrate: bool) -> list[str]:
     """Open the database, apply the pending migrations when ``migrate``, and close it; the
     names of the migrations applied. A file that cannot be used raises ``ConfigError``."""
-    store = store_for_url(settings.database_url)
+    store = store_for_url(settings.database_url, pool_size=settings.database_pool_size)
     await store.open()
     try:
         if migrate:

@@ -22,6 +22,7 @@ from websockets.sync.client import ClientConnection, connect
 from chatbot.app import create_app
 from chatbot.backends import Backend
 from chatbot.settings import Settings
+from tests.postgres import postgres_url  # noqa: F401 (a fixture for every module)
 
 SECRET = "test-secret-that-is-long-enough-for-every-hmac-algorithm-0123456789abcdef"
 OTHER_SECRET = "another-secret-that-is-long-enough-for-every-hmac-algorithm-fedcba9876543210"

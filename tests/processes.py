@@ -44,12 +44,13 @@ class ServeProcess:
         # A given port restarts a server where its clients expect it (their reconnects).
         self.port = port if port is not None else free_port()
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(FOREIGN_PREFIXES)}
+        # A SQLite file of the test's own unless ``env`` names another database.
         self.env.update(
             {
                 "CHATBOT_JWT_SECRET": SECRET,
                 "CHATBOT_DATABASE_URL": f"sqlite:///{tmp_path / 'chat.db'}",
                 "CHATBOT_DATA_DIR": str(tmp_path / "data"),
-                **env,  # a CHATBOT_DATABASE_URL here: another database, such as PostgreSQL
+                **env,
             }
         )
         self.cwd = tmp_path

@@ -394,6 +394,7 @@ SAMPLES: dict[str, tuple[str, object, dict[str, str]]] = {
     ),
     "CHATBOT_JWT_JWKS_REFRESH_SECONDS": ("300", 300.0, {}),
     "CHATBOT_DATABASE_URL": ("sqlite:///elsewhere.db", "sqlite:///elsewhere.db", {}),
+    "CHATBOT_DATABASE_POOL_SIZE": ("25", 25, {}),
     "CHATBOT_DATA_DIR": ("/srv/chatbot", Path("/srv/chatbot"), {}),
     "CHATBOT_MAX_MESSAGE_CHARS": ("100", 100, {}),
     "CHATBOT_MAX_FRAME_BYTES": ("2048", 2048, {}),

@@ -16,11 +16,16 @@ __all__ = ["Message", "MessagePage", "Session", "SessionPage", "SessionStore", "
 
 STORES = {
     "sqlite": "chatbot.stores.sqlite:SQLiteStore",
+    "postgresql": "chatbot.stores.postgres:PostgresStore",
+    "postgres": "chatbot.stores.postgres:PostgresStore",
 }
+#: The stores that keep a pool of connections, whose size they take.
+POOLED = frozenset({"postgresql", "postgres"})
 
 
-def store_for_url(url: str) -> SessionStore:
-    """Build (but do not open) the store for a ``CHATBOT_DATABASE_URL``."""
+def store_for_url(url: str, *, pool_size: int | None = None) -> SessionStore:
+    """Build (but do not open) the store for a ``CHATBOT_DATABASE_URL``; ``pool_size``
+    bounds the connections of a store that pools them (``CHATBOT_DATABASE_POOL_SIZE``)."""
     scheme = urlsplit(url).scheme
     target = STORES.get(scheme)
     if target is None:
@@ -30,5 +35,6 @@ def store_for_url(url: str) -> SessionStore:
         )
     module_name, _, class_name = target.partition(":")
     cls = getattr(importlib.import_module(module_name), class_name)
-    store: SessionStore = cls(url)
+    options = {"pool_size": pool_size} if scheme in POOLED and pool_size is not None else {}
+    store: SessionStore = cls(url, **options)
     return store
