@@ -42,7 +42,10 @@ RATE_WINDOW_SECONDS = 60.0
 
 #: The limits that count across processes, by the database URL's scheme (``module:Class``,
 #: imported only when chosen, like the store). Any other store gets :class:`MemoryLimits`.
-SHARED_LIMITS: dict[str, str] = {}
+SHARED_LIMITS = {
+    "postgresql": "chatbot.limits_postgres:PostgresLimits",
+    "postgres": "chatbot.limits_postgres:PostgresLimits",
+}
 
 
 # Messages per user per minute ------------------------------------------------------------

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from chatbot.limits import RATE_WINDOW_SECONDS, RateDecision, UserLimits
 from chatbot.settings import Settings
+from chatbot.stores.postgres import PostgresStore
 
 if TYPE_CHECKING:
     from chatbot.stores.base import SessionStore
@@ -162,10 +163,9 @@ class PostgresLimits(UserLimits):
     @classmethod
     def for_store(cls, settings: Settings, store: SessionStore) -> PostgresLimits:
         """The limits on an opened PostgreSQL store's pool."""
-        pool = getattr(store, "pool", None)
-        if pool is None:
-            raise TypeError(f"{type(store).__name__} has no connection pool to count limits on")
-        return cls(settings, pool)
+        if not isinstance(store, PostgresStore):
+            raise TypeError(f"PostgreSQL limits need a PostgresStore, not {type(store).__name__}")
+        return cls(settings, store.pool)
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._beat(), name="chatbot-limits-heartbeat")

@@ -6,68 +6,36 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import secrets
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
 
 import asyncpg
 import pytest
 
-from chatbot.limits import RateDecision
+from chatbot.limits import MemoryLimits, RateDecision, limits_for
 from chatbot.limits_postgres import PostgresLimits
 from chatbot.settings import Settings
-
-ADMIN_URL = os.environ.get("CHATBOT_TEST_POSTGRES_URL")
-pytestmark = pytest.mark.skipif(
-    not ADMIN_URL,
-    reason="PostgreSQL tests need CHATBOT_TEST_POSTGRES_URL "
-    "(e.g. postgresql://postgres@127.0.0.1:5432/test)",
-)
-
-# The tables of the store's migration 0003_limits.
-SCHEMA = """
-CREATE UNLOGGED TABLE rate_windows (
-    user_id text PRIMARY KEY,
-    stamps timestamptz[] NOT NULL,
-    refused integer NOT NULL,
-    touched timestamptz NOT NULL
-) WITH (fillfactor = 70);
-CREATE UNLOGGED TABLE socket_leases (
-    socket_id text PRIMARY KEY,
-    user_id text NOT NULL,
-    process_id text NOT NULL,
-    expires_at timestamptz NOT NULL
-);
-CREATE INDEX socket_leases_user ON socket_leases (user_id, expires_at);
-CREATE INDEX socket_leases_process ON socket_leases (process_id);
-CREATE INDEX socket_leases_expiry ON socket_leases (expires_at);
-"""
+from chatbot.stores.postgres import PostgresStore
+from chatbot.stores.sqlite import SQLiteStore
 
 
 @pytest.fixture
-def url() -> Iterator[str]:
-    """A fresh schema holding the limits' tables, as a URL that selects it."""
-    assert ADMIN_URL is not None
-    schema = f"t_lim_{secrets.token_hex(6)}"
+def url(postgres_url: str) -> str:
+    """A fresh schema, migrated by the store as a server starting on it would."""
 
-    async def admin(*statements: str) -> None:
-        connection = await asyncpg.connect(ADMIN_URL)
+    async def migrate() -> None:
+        store = PostgresStore(postgres_url)
+        await store.open()
         try:
-            for statement in statements:
-                await connection.execute(statement)
+            await store.migrate()
         finally:
-            await connection.close()
+            await store.close()
 
-    asyncio.run(admin(f"CREATE SCHEMA {schema}", f"SET search_path = {schema}; {SCHEMA}"))
-    separator = "&" if "?" in ADMIN_URL else "?"
-    try:
-        yield ADMIN_URL + separator + urlencode({"search_path": schema})
-    finally:
-        asyncio.run(admin(f"DROP SCHEMA {schema} CASCADE"))
+    asyncio.run(migrate())
+    return postgres_url
 
 
 @contextlib.asynccontextmanager
@@ -103,6 +71,24 @@ async def shift_back(url: str, user: str, seconds: float) -> None:
         user,
         seconds,
     )
+
+
+def test_the_limits_follow_the_store(url: str, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        settings = Settings(database_url=url)
+        store = PostgresStore(url)
+        await store.open()
+        try:
+            limits = limits_for(settings, store)
+            assert isinstance(limits, PostgresLimits)
+            assert limits.pool is store.pool
+        finally:
+            await store.close()
+        sqlite_url = f"sqlite:///{tmp_path / 'chat.db'}"
+        local = limits_for(Settings(database_url=sqlite_url), SQLiteStore(sqlite_url))
+        assert isinstance(local, MemoryLimits)
+
+    asyncio.run(scenario())
 
 
 # Messages per minute -----------------------------------------------------------------------

@@ -42,7 +42,7 @@ def store(postgres_url: str) -> Iterator[StoreHarness]:
 def test_migrating_an_empty_schema_creates_the_schema(
     store: StoreHarness, postgres_url: str
 ) -> None:
-    assert store.first_migrate == MIGRATION_NAMES == ["0001_initial"]
+    assert store.first_migrate == MIGRATION_NAMES == ["0001_initial", "0003_limits"]
     schema = postgres_url.rsplit("search_path=", 1)[1]
     tables = run_sql(
         postgres_url,
@@ -50,7 +50,7 @@ def test_migrating_an_empty_schema_creates_the_schema(
         schema,
     )
     assert {row["table_name"] for row in tables} == {
-        "sessions", "messages", "shares", "chatbot_migrations",
+        "sessions", "messages", "shares", "chatbot_migrations", "rate_windows", "socket_leases",
     }  # fmt: skip
     indexes = run_sql(
         postgres_url, "SELECT indexname FROM pg_indexes WHERE schemaname = $1", schema
