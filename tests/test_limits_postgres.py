@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -20,6 +21,8 @@ from chatbot.limits_postgres import PostgresLimits
 from chatbot.settings import Settings
 from chatbot.stores.postgres import PostgresStore
 from chatbot.stores.sqlite import SQLiteStore
+from tests.conftest import ServerFactory, expect_close, make_token, recv_json
+from tests.postgres import run_sql
 
 
 @pytest.fixture
@@ -332,3 +335,50 @@ def test_closing_releases_every_lease_of_the_process(url: str) -> None:
             assert await other.count_sockets("alice") == 1
 
     asyncio.run(scenario())
+
+
+# When the database fails -------------------------------------------------------------------
+
+
+def test_a_count_that_fails_refuses_the_message_or_the_socket_and_nothing_else(
+    url: str, start_server: ServerFactory
+) -> None:
+    server = start_server(database_url=url)
+    token = make_token("alice")
+
+    def writes(allowed: bool) -> None:
+        # Every write to the limits' tables fails while the constraint holds.
+        for table in ("rate_windows", "socket_leases"):
+            statement = (
+                f"ALTER TABLE {table} DROP CONSTRAINT refuse_all"
+                if allowed
+                else f"ALTER TABLE {table} ADD CONSTRAINT refuse_all CHECK (false) NOT VALID"
+            )
+            run_sql(url, statement)
+
+    with server.ws(token) as ws:
+        session_id = recv_json(ws)["session_id"]
+        writes(allowed=False)
+        ws.send(json.dumps({"message": "lost", "id": "m1"}))
+        assert recv_json(ws) == {
+            "type": "error",
+            "error": {
+                "code": "internal_error",
+                "message": "the server failed; send the message again later",
+                "retryable": True,
+            },
+            "session_id": session_id,
+            "reply_to": "m1",
+        }
+        with server.ws(token, session_id=session_id) as refused:
+            assert expect_close(refused) == (1011, "internal error")
+        # The socket that was open stays open, and works once the database does.
+        writes(allowed=True)
+        ws.send(json.dumps({"message": "again", "id": "m2"}))
+        assert recv_json(ws)["message"] == "Echo: again"
+        with server.ws(token, session_id=session_id) as second:
+            second.send('{"type": "ping"}')
+            assert recv_json(second) == {"type": "pong"}
+    with server.http(token) as http:
+        page = http.get(f"/api/sessions/{session_id}/messages").json()
+    assert [m["content"] for m in page["messages"]] == ["again", "Echo: again"]
