@@ -63,6 +63,14 @@ async def rows(url: str, query: str, *args: Any) -> list[asyncpg.Record]:
         await connection.close()
 
 
+async def script(url: str, statements: str) -> None:
+    connection = await asyncpg.connect(url)
+    try:
+        await connection.execute(statements)
+    finally:
+        await connection.close()
+
+
 async def shift_back(url: str, user: str, seconds: float) -> None:
     """Move a user's window ``seconds`` into the past: what the database's clock going
     forward looks like to the next message (the process's clock does not move)."""
@@ -316,6 +324,32 @@ def test_the_heartbeat_renews_this_process_s_leases_and_puts_back_swept_ones(url
                 ("b1", "bob", limits.process_id),
                 ("c1", "carol", other.process_id),
             ]
+
+    asyncio.run(scenario())
+
+
+def test_a_lease_that_could_not_be_released_is_released_by_the_next_heartbeat(
+    url: str,
+) -> None:
+    refuse_deletes = """
+        CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS
+            $$ BEGIN RAISE EXCEPTION 'the database refuses'; END $$;
+        CREATE TRIGGER refuse BEFORE DELETE ON socket_leases
+            FOR EACH ROW EXECUTE FUNCTION refuse();
+    """
+
+    async def scenario() -> None:
+        async with process(url) as limits:
+            assert await limits.open_socket("alice", "a1")
+            assert await limits.open_socket("alice", "a2")
+            await script(url, refuse_deletes)
+            await limits.close_socket("alice", "a1")
+            # Closed here, whatever the database said; its lease is not renewed.
+            assert limits.open_sockets() == {"alice": 1}
+            await rows(url, "DROP TRIGGER refuse ON socket_leases")
+            await limits.renew()
+            leases = await rows(url, "SELECT socket_id FROM socket_leases")
+            assert [r["socket_id"] for r in leases] == ["a2"]
 
     asyncio.run(scenario())
 
