@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 
-from chatbot import api, api_data, coordination, web
+from chatbot import api, api_data, api_usage, coordination, web
 from chatbot.api_data import IMPORT_PATH
 from chatbot.auth import TokenVerifier
 from chatbot.backends import Backend
@@ -26,7 +26,7 @@ from chatbot.connection import Sockets
 from chatbot.cors import cors_middleware
 from chatbot.errors import AuthError, InvalidRequest, NotFound, TokenMissing
 from chatbot.jwt_secret import with_jwt_secret
-from chatbot.limits import UserLimits
+from chatbot.limits import limits_for
 from chatbot.middleware import BodySizeLimit
 from chatbot.openapi import openapi
 from chatbot.protocol import CLOSE_GOING_AWAY
@@ -104,11 +104,10 @@ def create_app(
             await backends.start()
             hub, workers = coordination.build(store, backends, settings)
             await hub.start()
+            limits = limits_for(settings, store)
+            await limits.start()
             await workers.start()
-            runtime = Runtime(
-                settings, store, backends, verifier, hub, workers, UserLimits(settings),
-                Sockets(),
-            )  # fmt: skip
+            runtime = Runtime(settings, store, backends, verifier, hub, workers, limits, Sockets())
             # The server's graceful shutdown (chatbot.server) finds the runtime here.
             app.state.chatbot = runtime
             # In the background: an identity provider that is down must not hold up the start.
@@ -125,6 +124,8 @@ def create_app(
                 await runtime.drain(
                     settings.shutdown_grace, CLOSE_GOING_AWAY, "server shutting down"
                 )
+                # After the drain, whose sockets give their slots back one by one.
+                await limits.aclose()
                 await hub.aclose()
                 await backends.aclose()
                 app.state.chatbot = None
@@ -133,6 +134,7 @@ def create_app(
 
     routes = [
         *api_data.routes,
+        *api_usage.routes,
         *api.routes,
         Route("/openapi.json", openapi, methods=["GET"]),
         WebSocketRoute("/ws/chat/", chat_endpoint),

@@ -156,6 +156,18 @@ async def test_a_closed_session_closes_the_sockets_of_the_other_process(
     assert seen.events == [Closed("gone", 4404, "session not found")]
 
 
+async def test_a_failure_for_one_socket_crosses_with_its_wait(
+    pair: tuple[PostgresHub, PostgresHub],
+) -> None:
+    a, b = pair
+    seen = Recorder()
+    b.subscribe("s1", seen)
+    refused = Failure("s1", "quota_exceeded", "over quota", True, "m1", 3600, "socket-x-1")
+    a.publish(refused)
+    await seen.until(lambda events: bool(events))
+    assert seen.events == [refused]
+
+
 async def test_a_process_does_not_hear_its_own_events_twice(
     pair: tuple[PostgresHub, PostgresHub],
 ) -> None:

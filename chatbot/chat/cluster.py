@@ -29,6 +29,7 @@ from chatbot.registry import BackendRegistry
 from chatbot.settings import Settings
 from chatbot.stores import postgres_work as sql
 from chatbot.stores.base import LEAF, Session, SessionStore
+from chatbot.stores.usage import Quota
 
 logger = logging.getLogger("chatbot.chat")
 
@@ -39,15 +40,18 @@ def job_to_json(job: Job) -> dict[str, Any]:
         "owner": job.owner, "content": job.content, "client_id": job.client_id,
         "asker": job.asker, "parent": job.parent, "regenerate": job.regenerate,
         "reply_id": job.reply_id,
+        "plan": None if job.plan is None else [job.plan.tokens_per_day, job.plan.tokens_per_month],
     }  # fmt: skip
 
 
 def job_from_json(data: dict[str, Any]) -> Job:
     parent = data.get("parent", LEAF)
+    plan = data.get("plan")
     return Job(
         owner=data["owner"], content=data["content"], client_id=data.get("client_id"),
         asker=data.get("asker"), parent=parent if parent == LEAF or parent is None else int(parent),
         regenerate=bool(data.get("regenerate")), reply_id=data.get("reply_id"),
+        plan=None if plan is None else Quota(plan[0], plan[1]),
     )  # fmt: skip
 
 

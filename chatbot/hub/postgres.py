@@ -179,7 +179,7 @@ class PostgresHub(Hub):
         if isinstance(event, Started):
             if here:
                 self._generating.add(session_id)
-        elif isinstance(event, Reply | Failure) and not getattr(event, "only", None):
+        elif isinstance(event, Reply | Failure) and not event.only:
             self._generating.discard(session_id)
             if isinstance(event, Reply) and self._local.has_listeners(session_id):
                 newest = self._delivered.get(session_id, 0)

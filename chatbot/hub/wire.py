@@ -90,7 +90,7 @@ def encode(event: Event | Cancel) -> dict[str, Any]:
     if isinstance(event, Failure):
         return {
             "t": "f", "s": s, "c": event.code, "m": event.message[:MAX_NOTE_CHARS],
-            "y": event.retryable, "r": event.reply_to,
+            "y": event.retryable, "r": event.reply_to, "a": event.retry_after, "o": event.only,
         }  # fmt: skip
     if isinstance(event, Branch):
         return {"t": "b", "s": s, "l": event.leaf_id}
@@ -114,9 +114,11 @@ def decode(payload: dict[str, Any]) -> Wire | None:
     if kind == "m":
         return StoredReply(s, int(payload["id"]), payload.get("r"), payload.get("o"))
     if kind == "f":
+        after = payload.get("a")
         return Failure(
-            s, str(payload["c"]), str(payload["m"]), bool(payload.get("y")), payload.get("r")
-        )
+            s, str(payload["c"]), str(payload["m"]), bool(payload.get("y")), payload.get("r"),
+            int(after) if after is not None else None, payload.get("o"),
+        )  # fmt: skip
     if kind == "b":
         leaf = payload.get("l")
         return Branch(s, int(leaf) if leaf is not None else None)
