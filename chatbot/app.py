@@ -18,15 +18,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 
-from chatbot import api, api_data, api_usage, web
+from chatbot import api, api_data, api_usage, coordination, web
 from chatbot.api_data import IMPORT_PATH
 from chatbot.auth import TokenVerifier
 from chatbot.backends import Backend
-from chatbot.chat.worker import Workers
 from chatbot.connection import Sockets
 from chatbot.cors import cors_middleware
 from chatbot.errors import AuthError, InvalidRequest, NotFound, TokenMissing
-from chatbot.hub.local import LocalHub
 from chatbot.jwt_secret import with_jwt_secret
 from chatbot.limits import limits_for
 from chatbot.middleware import BodySizeLimit
@@ -104,11 +102,11 @@ def create_app(
                 if applied:
                     logger.info("applied migrations: %s", ", ".join(applied))
             await backends.start()
-            hub = LocalHub()
+            hub, workers = coordination.build(store, backends, settings)
             await hub.start()
             limits = limits_for(settings, store)
             await limits.start()
-            workers = Workers(store, backends, hub, settings)
+            await workers.start()
             runtime = Runtime(settings, store, backends, verifier, hub, workers, limits, Sockets())
             # The server's graceful shutdown (chatbot.server) finds the runtime here.
             app.state.chatbot = runtime

@@ -272,7 +272,7 @@ async def _handle(
             # From now on this socket gets the deltas of every reply.
             connection.wants_deltas = True
             _catch_up(runtime, connection)
-        runtime.workers.submit(session, job)
+        await runtime.workers.submit(session, job)
     except InvalidRequest as exc:
         connection.send_error(exc.code, exc.message, exc.code == "busy", reply_to)
 

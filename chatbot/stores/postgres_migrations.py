@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from chatbot.stores import postgres_work
+
 #: The advisory lock key (the one-key, 64-bit form) held while migrating: "chatbot"
 #: in ASCII. The two-key form that :mod:`chatbot.stores.postgres_sql` uses cannot
 #: collide with it.
@@ -83,6 +85,7 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX shares_session ON shares (session_id, created_at);
         """,
     ),
+    ("0002_work", postgres_work.MIGRATION),
     (
         "0003_limits",
         # The per-user limits of every process on the database (chatbot.limits_postgres).
