@@ -232,6 +232,12 @@ async def readyz(request: Request) -> Response:
         await runtime.store.ping()
     except Exception:
         return error_response(503, "not_ready", "the store does not answer")
+    try:
+        await runtime.hub.ping()
+    except Exception:
+        return error_response(
+            503, "not_ready", "the hub does not reach the other processes; it reconnects by itself"
+        )
     return JSONResponse({"status": "ready"})
 
 

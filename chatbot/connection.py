@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from typing import Any
@@ -40,6 +41,9 @@ MAX_PENDING_FRAMES = 1024
 FRAME_OVERHEAD_BYTES = 256
 
 _names = itertools.count(1)
+#: Names sockets apart from those of the other processes (an event for one socket crosses
+#: the hub of several processes under that socket's name).
+_PROCESS = secrets.token_hex(4)
 
 
 def _text_bytes(text: str) -> int:
@@ -72,7 +76,7 @@ class Connection:
         self.websocket = websocket
         self.session_id = session_id
         #: How events addressed to one socket (``Reply.only``) name this one.
-        self.name = f"socket-{next(_names)}"
+        self.name = f"socket-{_PROCESS}-{next(_names)}"
         #: Extended reply frames (type, message_id, reply_to, usage...) are opt-in: the
         #: chatbot.v1 subprotocol, or any message that used an addition such as ``id``.
         self.extended = extended

@@ -162,6 +162,13 @@ class Settings:
     context_messages: int = setting(
         50, "how many of a session's newest messages the backend sees", bound=AtLeast(1)
     )
+    process_timeout: float = setting(
+        15.0,
+        "on PostgreSQL, seconds after which a process that stopped saying it is alive (killed, "
+        "cut off) loses its sessions' queues to the other processes; it says so every quarter "
+        "of this",
+        bound=Between(1, 3600, " seconds"),
+    )
     session_queue_size: int = setting(
         4,
         "messages that may wait while a session's reply is generated; more get `busy`",

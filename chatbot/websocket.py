@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import time
+import uuid
 
 from starlette.websockets import WebSocket
 
@@ -22,6 +23,7 @@ from chatbot.connection import Connection
 from chatbot.errors import AuthError, InvalidRequest, NotFound, TooManySessions
 from chatbot.protocol import (
     CLOSE_FORBIDDEN,
+    CLOSE_INTERNAL_ERROR,
     CLOSE_NORMAL,
     CLOSE_NOT_FOUND,
     CLOSE_TOO_BIG,
@@ -61,13 +63,20 @@ async def chat_endpoint(websocket: WebSocket) -> None:
         await _reject(websocket, subprotocol, CLOSE_UNAUTHORIZED, exc.reason)
         return
     limits = runtime.limits
-    if not limits.open_socket(identity.user_id, websocket):
+    socket_id = uuid.uuid4().hex
+    try:
+        counted = await limits.open_socket(identity.user_id, socket_id)
+    except Exception:
+        logger.exception("counting a socket failed; the socket is refused")
+        await _reject(websocket, subprotocol, CLOSE_INTERNAL_ERROR, "internal error")
+        return
+    if not counted:
         await _reject(websocket, subprotocol, CLOSE_TOO_MANY, "too many connections")
         return
     try:
         await _chat(websocket, runtime, identity, subprotocol)
     finally:
-        limits.close_socket(identity.user_id, websocket)
+        await limits.close_socket(identity.user_id, socket_id)
 
 
 async def _open_session(runtime: Runtime, owner: str, requested: str | None) -> Session:
@@ -210,10 +219,10 @@ async def _read(
         if len(text) > limit or len(text.encode("utf-8", "surrogatepass")) > limit:
             connection.close(CLOSE_TOO_BIG, f"frame larger than {limit} bytes")
             return
-        _handle(text, connection, runtime, session, identity)
+        await _handle(text, connection, runtime, session, identity)
 
 
-def _handle(
+async def _handle(
     text: str, connection: Connection, runtime: Runtime, session: Session, identity: Identity
 ) -> None:
     owner = identity.user_id
@@ -256,24 +265,32 @@ def _handle(
             raise InvalidRequest(
                 "invalid_message", "type must be 'message', 'regenerate', 'ping' or 'cancel'"
             )
-        if not _within_rate_limit(connection, runtime, owner, reply_to):
+        if not await _within_rate_limit(connection, runtime, owner, reply_to):
             return
         job.plan = identity.plan
         if stream and not connection.wants_deltas:
             # From now on this socket gets the deltas of every reply.
             connection.wants_deltas = True
             _catch_up(runtime, connection)
-        runtime.workers.submit(session, job)
+        await runtime.workers.submit(session, job)
     except InvalidRequest as exc:
         connection.send_error(exc.code, exc.message, exc.code == "busy", reply_to)
 
 
-def _within_rate_limit(
+async def _within_rate_limit(
     connection: Connection, runtime: Runtime, owner: str, reply_to: str | None
 ) -> bool:
     """Count a message against its user's limit (all their sockets together); refuse it
     with ``rate_limited``, or close the socket 4429 when the user keeps flooding."""
-    decision = runtime.limits.messages.hit(owner)
+    try:
+        decision = await runtime.limits.hit(owner)
+    except Exception:
+        # The database that counts is unreachable: it would not store the message either.
+        logger.exception("counting a message failed; the message is refused")
+        connection.send_error(
+            "internal_error", "the server failed; send the message again later", True, reply_to
+        )
+        return False
     if decision.allowed:
         return True
     if decision.refused > runtime.settings.flood_tolerance:

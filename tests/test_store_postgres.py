@@ -50,7 +50,9 @@ def store(postgres_url: str) -> Iterator[StoreHarness]:
 def test_migrating_an_empty_schema_creates_the_schema(
     store: StoreHarness, postgres_url: str
 ) -> None:
-    assert store.first_migrate == MIGRATION_NAMES == ["0001_initial", "0004_usage"]
+    assert store.first_migrate == MIGRATION_NAMES == [
+        "0001_initial", "0002_work", "0003_limits", "0004_usage",
+    ]  # fmt: skip
     schema = postgres_url.rsplit("search_path=", 1)[1]
     tables = run_sql(
         postgres_url,
@@ -59,7 +61,8 @@ def test_migrating_an_empty_schema_creates_the_schema(
     )
     assert {row["table_name"] for row in tables} == {
         "sessions", "messages", "shares", "chatbot_migrations", "usage_totals",
-        "quota_overrides",
+        "quota_overrides", "rate_windows", "socket_leases", "chatbot_processes", "chatbot_jobs",
+        "chatbot_workers",
     }  # fmt: skip
     indexes = run_sql(
         postgres_url, "SELECT indexname FROM pg_indexes WHERE schemaname = $1", schema

@@ -62,7 +62,11 @@ class Workers:
         self.quota = QuotaCheck(store, default_quota(settings))
         hub.serve_cancels(self.cancel)
 
-    def submit(self, session: Session, job: Job) -> None:
+    async def start(self) -> None:
+        """Begin (workers across processes find the work others left); the lifespan calls
+        it once, after the hub has started."""
+
+    async def submit(self, session: Session, job: Job) -> None:
         """Queue a message for its reply; ``InvalidRequest('busy')`` when the queue is full."""
         if self._closing:
             raise InvalidRequest(
@@ -176,60 +180,68 @@ class Workers:
         try:
             while busy.queue:
                 job = busy.queue.popleft()
-                try:
-                    if self._closing:
-                        await self._keep(session, job)
-                        continue
-                    # Current from now on, so that a cancel or a repeated id sent while the
-                    # user message is being stored already finds it.
-                    busy.turn = Turn(
-                        job, window, store=self.store, backends=self.backends,
-                        publish=self.hub.publish, system_prompt=self.settings.system_prompt,
-                        quota=self.quota,
-                    )  # fmt: skip
-                    window = await busy.turn.run()
-                    self._title_after(window, busy.turn)
-                except InvalidRequest as exc:
-                    # An edit of a message that is not there, a regeneration of no reply.
-                    window.last_id = UNKNOWN
-                    self.hub.publish(
-                        Failure(session.id, exc.code, exc.message, reply_to=job.client_id)
-                    )
-                except MessageNotFound:
-                    # A message the turn works on was deleted meanwhile (not the session).
-                    window.last_id = UNKNOWN
-                    self.hub.publish(
-                        Failure(
-                            session.id,
-                            "invalid_message",
-                            "the message this answers was deleted meanwhile",
-                            reply_to=job.client_id,
-                        )
-                    )
-                except NotFound:
-                    # Deleted meanwhile: close the sockets still on it, as a DELETE does.
+                if self._closing:
+                    await self._keep(session, job)
+                    continue
+                answered = await self._answer(busy, session, window, job)
+                if answered is None:
                     busy.queue.clear()
-                    self.hub.close_session(session.id, CLOSE_NOT_FOUND, "session not found")
                     return
-                except Exception:
-                    logger.exception("unexpected error while answering a message")
-                    window = Window(session, self.settings.context_messages)
-                    self.hub.publish(
-                        Failure(
-                            session.id,
-                            "internal_error",
-                            "the server failed to answer this message; try again",
-                            retryable=True,
-                            reply_to=job.client_id,
-                        )
-                    )
-                finally:
-                    busy.turn = None
+                window = answered
             self._keep_window(window)
         finally:
             busy.task = None
             if self._busy.get(session.id) is busy:
                 del self._busy[session.id]
+
+    async def _answer(
+        self, busy: _Session, session: Session, window: Window, job: Job
+    ) -> Window | None:
+        """Answer one job; the window after it, or ``None`` if the session is gone."""
+        try:
+            # Current from now on, so that a cancel or a repeated id sent while the user
+            # message is being stored already finds it.
+            busy.turn = Turn(
+                job, window, store=self.store, backends=self.backends,
+                publish=self.hub.publish, system_prompt=self.settings.system_prompt,
+                quota=self.quota,
+            )  # fmt: skip
+            window = await busy.turn.run()
+            self._title_after(window, busy.turn)
+        except InvalidRequest as exc:
+            # An edit of a message that is not there, a regeneration of no reply.
+            window.last_id = UNKNOWN
+            self.hub.publish(Failure(session.id, exc.code, exc.message, reply_to=job.client_id))
+        except MessageNotFound:
+            # A message the turn works on was deleted meanwhile (not the session).
+            window.last_id = UNKNOWN
+            self.hub.publish(
+                Failure(
+                    session.id,
+                    "invalid_message",
+                    "the message this answers was deleted meanwhile",
+                    reply_to=job.client_id,
+                )
+            )
+        except NotFound:
+            # Deleted meanwhile: close the sockets still on it, as a DELETE does.
+            self.hub.close_session(session.id, CLOSE_NOT_FOUND, "session not found")
+            return None
+        except Exception:
+            logger.exception("unexpected error while answering a message")
+            window = Window(session, self.settings.context_messages)
+            self.hub.publish(
+                Failure(
+                    session.id,
+                    "internal_error",
+                    "the server failed to answer this message; try again",
+                    retryable=True,
+                    reply_to=job.client_id,
+                )
+            )
+        finally:
+            busy.turn = None
+        return window
 
     async def _keep(self, session: Session, job: Job) -> None:
         """At shutdown, store a queued message that has an id without answering it: sent

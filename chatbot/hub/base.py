@@ -140,3 +140,6 @@ class Hub(abc.ABC):
 
     async def aclose(self) -> None:  # noqa: B027
         """Release what :meth:`start` opened."""
+
+    async def ping(self) -> None:  # noqa: B027
+        """Raise if the hub cannot carry events between processes now (``/readyz``)."""

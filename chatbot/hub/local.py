@@ -74,6 +74,23 @@ class LocalHub(Hub):
         progress.parts = [text]
         return InProgress(progress.reply_to, text)
 
+    def has_listeners(self, session_id: str) -> bool:
+        """Whether a socket of this process is on the session."""
+        return session_id in self._listeners
+
+    def sessions(self) -> list[str]:
+        """The sessions a socket of this process is on."""
+        return list(self._listeners)
+
+    def forget(self, session_id: str) -> None:
+        """Drop the session's reply in progress (it ended where this hub did not see it)."""
+        self._progress.pop(session_id, None)
+
+    def forget_all(self, *, keep: set[str]) -> None:
+        """Drop every reply in progress but those of the sessions in ``keep``."""
+        for session_id in [s for s in self._progress if s not in keep]:
+            del self._progress[session_id]
+
     def serve_cancels(self, handler: CancelHandler) -> None:
         self._cancel = handler
 

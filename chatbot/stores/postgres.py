@@ -526,3 +526,27 @@ class PostgresStore(PostgresUsage, SessionStore):
         if row is None:
             raise NotFound("share not found")
         return sql.share_of(row)
+
+    # -- for the hub across processes (chatbot.hub.postgres) --------------------------------
+    # Not scoped by owner: the ids come from notifications this server's processes sent,
+    # never from a client, and what is read goes only to the sockets on that session.
+
+    async def message_by_id(self, message_id: int) -> Message | None:
+        """A stored message by its id (a reply another process announced)."""
+        row = await self.pool.fetchrow(
+            f"SELECT {sql.MESSAGE_COLUMNS} FROM messages WHERE id = $1", message_id
+        )
+        return sql.message_of(row) if row is not None else None
+
+    async def newest_replies(self, session_ids: list[str]) -> dict[str, tuple[Message, str | None]]:
+        """For each session whose current branch ends with a reply: that reply, and the
+        client id of the message it answers (what a socket may have missed in a gap)."""
+        columns = ", ".join(f"m.{c}" for c in sql.MESSAGE_COLUMNS.split(", "))
+        rows = await self.pool.fetch(
+            f"SELECT {columns}, q.client_id AS asked_id FROM sessions s "
+            "JOIN messages m ON m.id = s.leaf_id "
+            "LEFT JOIN messages q ON q.id = COALESCE(m.reply_to, m.parent_id) "
+            "WHERE s.id = ANY($1::text[]) AND m.role = 'assistant'",
+            session_ids,
+        )
+        return {row["session_id"]: (sql.message_of(row), row["asked_id"]) for row in rows}

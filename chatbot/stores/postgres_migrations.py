@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from chatbot.stores import postgres_work
+
 #: The advisory lock key (the one-key, 64-bit form) held while migrating: "chatbot"
 #: in ASCII. The two-key form that :mod:`chatbot.stores.postgres_sql` uses cannot
 #: collide with it.
@@ -81,6 +83,34 @@ MIGRATIONS: list[tuple[str, str]] = [
             messages jsonb NOT NULL
         );
         CREATE INDEX shares_session ON shares (session_id, created_at);
+        """,
+    ),
+    ("0002_work", postgres_work.MIGRATION),
+    (
+        "0003_limits",
+        # The per-user limits of every process on the database (chatbot.limits_postgres).
+        # UNLOGGED: a message's count waits for no WAL flush; a crash empties them.
+        """
+        -- The times of a user's messages allowed in the last window, and the refused streak.
+        -- Updated once per message: no index besides the key keeps the updates HOT, and
+        -- the fill factor leaves them room on the page.
+        CREATE UNLOGGED TABLE rate_windows (
+            user_id text PRIMARY KEY,
+            stamps timestamptz[] NOT NULL,
+            refused integer NOT NULL,
+            touched timestamptz NOT NULL
+        ) WITH (fillfactor = 70);
+
+        -- One row per open socket, held by a process that renews its expiry.
+        CREATE UNLOGGED TABLE socket_leases (
+            socket_id text PRIMARY KEY,
+            user_id text NOT NULL,
+            process_id text NOT NULL,
+            expires_at timestamptz NOT NULL
+        );
+        CREATE INDEX socket_leases_user ON socket_leases (user_id, expires_at);
+        CREATE INDEX socket_leases_process ON socket_leases (process_id);
+        CREATE INDEX socket_leases_expiry ON socket_leases (expires_at);
         """,
     ),
     (

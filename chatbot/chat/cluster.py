@@ -1,0 +1,197 @@
+"""Workers of several processes on one PostgreSQL: each session answered by one process at a
+time, its messages in the order they were sent, wherever they arrived.
+
+A message is queued in the database (:mod:`chatbot.stores.postgres_work`). The process that
+queues it into an idle session claims the session and answers its queue until it is empty;
+a message that arrives at another process meanwhile waits in that queue, and its reply
+reaches every socket through the hub. Each process says it is alive every few seconds; the
+sessions of a process that stopped saying so (killed, or cut off) are claimed by the next
+one that looks, which answers what was left, the message in progress included: a resend of
+it with the same id gets that reply rather than a second one.
+
+At a graceful stop a process finishes (or cancels and stores) the replies in progress,
+leaves the rest of its queues to the others, and the next heartbeat of another process, or
+of this one after a restart, takes them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from chatbot.chat.turn import Job
+from chatbot.chat.worker import Workers, _Session
+from chatbot.errors import InvalidRequest, NotFound
+from chatbot.hub.base import Hub
+from chatbot.registry import BackendRegistry
+from chatbot.settings import Settings
+from chatbot.stores import postgres_work as sql
+from chatbot.stores.base import LEAF, Session, SessionStore
+from chatbot.stores.usage import Quota
+
+logger = logging.getLogger("chatbot.chat")
+
+
+def job_to_json(job: Job) -> dict[str, Any]:
+    """A job as the ``jsonb`` of its row (the store's pool exchanges ``jsonb`` as objects)."""
+    return {
+        "owner": job.owner, "content": job.content, "client_id": job.client_id,
+        "asker": job.asker, "parent": job.parent, "regenerate": job.regenerate,
+        "reply_id": job.reply_id,
+        "plan": None if job.plan is None else [job.plan.tokens_per_day, job.plan.tokens_per_month],
+    }  # fmt: skip
+
+
+def job_from_json(data: dict[str, Any]) -> Job:
+    parent = data.get("parent", LEAF)
+    plan = data.get("plan")
+    return Job(
+        owner=data["owner"], content=data["content"], client_id=data.get("client_id"),
+        asker=data.get("asker"), parent=parent if parent == LEAF or parent is None else int(parent),
+        regenerate=bool(data.get("regenerate")), reply_id=data.get("reply_id"),
+        plan=None if plan is None else Quota(plan[0], plan[1]),
+    )  # fmt: skip
+
+
+class ClusterWorkers(Workers):
+    """:class:`~chatbot.chat.worker.Workers` whose queues and turns are shared by every
+    process on the database (``pool``: the store's asyncpg pool; ``process``: this one's id,
+    the hub's)."""
+
+    def __init__(
+        self,
+        store: SessionStore,
+        backends: BackendRegistry,
+        hub: Hub,
+        settings: Settings,
+        *,
+        pool: Any,
+        process: str,
+    ) -> None:
+        super().__init__(store, backends, hub, settings)
+        self.pool = pool
+        self.process = process
+        self.timeout = settings.process_timeout
+        self._heartbeat: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self._beat()
+        self._heartbeat = asyncio.create_task(self._heartbeats(), name="chatbot-heartbeat")
+
+    async def submit(self, session: Session, job: Job) -> None:
+        if self._closing:
+            raise InvalidRequest(
+                "busy", "the server is shutting down; send the message again shortly"
+            )
+        try:
+            outcome = await self.pool.fetchval(
+                sql.SUBMIT, session.id, job.client_id, job_to_json(job), self.process,
+                self.settings.session_queue_size, self.timeout,
+            )  # fmt: skip
+        except Exception as exc:
+            if type(exc).__name__ == "ForeignKeyViolationError":
+                raise NotFound("session not found") from None
+            logger.warning("could not queue a message (%s)", type(exc).__name__)
+            raise InvalidRequest(
+                "busy", "the database is unreachable; send the message again shortly"
+            ) from None
+        if outcome == "busy":
+            raise InvalidRequest(
+                "busy",
+                "this session already has the maximum number of messages waiting for a "
+                "reply; send again once a reply arrives",
+            )
+        if outcome == "claimed":
+            self._run(session)
+
+    def _run(self, session: Session) -> None:
+        busy = _Session(session.id)
+        self._busy[session.id] = busy
+        busy.task = asyncio.create_task(
+            self._work(busy, session), name=f"chatbot-session-{session.id}"
+        )
+
+    async def _work(self, busy: _Session, session: Session) -> None:
+        window = self._window(session)
+        done: int | None = None
+        try:
+            while True:
+                row = await self._next(session.id, done)
+                if row is None:
+                    break
+                done, job = row
+                answered = await self._answer(busy, session, window, job)
+                if answered is None:
+                    break
+                window = answered
+            self._keep_window(window)
+        finally:
+            busy.task = None
+            if self._busy.get(session.id) is busy:
+                del self._busy[session.id]
+
+    async def _next(self, session_id: str, done: int | None) -> tuple[int, Job] | None:
+        """The next job of a session this process answers, the one answered removed; on a
+        database that does not answer, try again until it does (the job stays queued)."""
+        wait = 0.2
+        while True:
+            try:
+                row = await self.pool.fetchrow(
+                    sql.NEXT_JOB, session_id, self.process, done, self._closing
+                )
+            except Exception as exc:
+                if self._closing:
+                    return None  # the next process to start finds the queue as it is
+                logger.warning(
+                    "could not read the next message of a session (%s); trying again",
+                    type(exc).__name__,
+                )
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, 5.0)
+                continue
+            if row is None or row["job_id"] is None:
+                return None
+            return int(row["job_id"]), job_from_json(row["job_body"])
+
+    async def drain(self, grace: float) -> None:
+        await super().drain(grace)
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat
+        try:
+            await self.pool.execute(sql.LEAVE, self.process)
+        except Exception as exc:
+            logger.warning("could not hand this process's queues over (%s)", type(exc).__name__)
+
+    async def _heartbeats(self) -> None:
+        interval = max(0.5, self.timeout / 4)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self._beat()
+            except Exception as exc:
+                logger.warning("heartbeat failed (%s); trying again", type(exc).__name__)
+
+    async def _beat(self) -> None:
+        """Say this process is alive, and answer the sessions others left (not while it
+        stops: it still says it is alive until its last reply is stored, so that no other
+        process answers that message a second time)."""
+        rows = await self.pool.fetch(sql.HEARTBEAT, self.process, self.timeout, not self._closing)
+        for row in rows:
+            session_id = row["session_id"]
+            if session_id in self._busy:
+                continue  # still answering it here (a task about to find its next job)
+            owner = await self.pool.fetchval(sql.OWNER, session_id)
+            try:
+                if owner is None:
+                    raise NotFound()
+                session = await self.store.get_session(owner, session_id)
+            except NotFound:
+                # Answered or deleted meanwhile: let it go again rather than hold it.
+                await self.pool.fetchrow(sql.NEXT_JOB, session_id, self.process, None, True)
+                continue
+            logger.info("answering the messages another process left on a session")
+            self._run(session)
