@@ -399,6 +399,7 @@ SAMPLES: dict[str, tuple[str, object, dict[str, str]]] = {
     "CHATBOT_MAX_MESSAGE_CHARS": ("100", 100, {}),
     "CHATBOT_MAX_FRAME_BYTES": ("2048", 2048, {}),
     "CHATBOT_CONTEXT_MESSAGES": ("7", 7, {}),
+    "CHATBOT_PROCESS_TIMEOUT": ("30", 30.0, {}),
     "CHATBOT_SESSION_QUEUE_SIZE": ("1", 1, {}),
     "CHATBOT_SHUTDOWN_GRACE": ("0", 0.0, {}),
     "CHATBOT_SYSTEM_PROMPT": ("Answer in French.", "Answer in French.", {}),
