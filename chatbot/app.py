@@ -29,6 +29,7 @@ from chatbot.errors import AuthError, InvalidRequest, NotFound, TokenMissing
 from chatbot.hub.local import LocalHub
 from chatbot.jwt_secret import with_jwt_secret
 from chatbot.limits import UserLimits
+from chatbot.logs import RequestIds
 from chatbot.middleware import BodySizeLimit
 from chatbot.openapi import openapi
 from chatbot.protocol import CLOSE_GOING_AWAY
@@ -146,7 +147,9 @@ def create_app(
         routes=routes,
         lifespan=lifespan,
         middleware=[
-            # Outermost, so that a 413 from the body limit also carries the CORS headers
+            # Outermost: every answer carries its X-Request-ID, a 413 and a preflight too.
+            Middleware(RequestIds),
+            # Then CORS, so that a 413 from the body limit also carries the CORS headers
             # (a front end on another origin could not read it otherwise).
             *cors_middleware(settings),
             # Outside the routes, so that a body too large is refused before any handler
