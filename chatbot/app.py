@@ -30,7 +30,9 @@ from chatbot.hub.local import LocalHub
 from chatbot.jwt_secret import with_jwt_secret
 from chatbot.limits import UserLimits
 from chatbot.logs import RequestIds
+from chatbot.metrics import metrics_route
 from chatbot.middleware import BodySizeLimit
+from chatbot.observe import Observer
 from chatbot.openapi import openapi
 from chatbot.protocol import CLOSE_GOING_AWAY
 from chatbot.registry import BackendRegistry
@@ -94,6 +96,8 @@ def create_app(
         logger.warning(note)
     verifier = TokenVerifier(settings)
     backends = BackendRegistry.from_settings(settings, backend_types)
+    # Built with the app, not its lifespan: /metrics serves this app's series.
+    observer = Observer.from_settings(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Runtime]]:
@@ -107,10 +111,10 @@ def create_app(
             await backends.start()
             hub = LocalHub()
             await hub.start()
-            workers = Workers(store, backends, hub, settings)
+            workers = Workers(store, backends, hub, settings, observer)
             runtime = Runtime(
                 settings, store, backends, verifier, hub, workers, UserLimits(settings),
-                Sockets(),
+                Sockets(), observer,
             )  # fmt: skip
             # The server's graceful shutdown (chatbot.server) finds the runtime here.
             app.state.chatbot = runtime
@@ -131,6 +135,8 @@ def create_app(
                 await hub.aclose()
                 await backends.aclose()
                 app.state.chatbot = None
+                if observer.metrics is not None:
+                    observer.metrics.process_ends()
         finally:
             await store.close()
 
@@ -141,6 +147,8 @@ def create_app(
         WebSocketRoute("/ws/chat/", chat_endpoint),
         WebSocketRoute("/ws/chat", chat_endpoint),
     ]
+    if observer.metrics is not None:
+        routes.append(metrics_route(observer.metrics, settings.metrics_token))
     if settings.web_ui:
         routes += web.routes(settings)
     return Starlette(

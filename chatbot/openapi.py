@@ -206,11 +206,39 @@ _PATHS: dict[str, Any] = {
     "/readyz": {
         "get": {
             "operationId": "readyz",
-            "summary": "Readiness: the store answers",
+            "summary": "Readiness: the store and the hub answer",
             "security": [],
             "responses": {
                 "200": json_response(ref("Status"), "Ready"),
-                "503": error("The store does not answer", "not_ready"),
+                "503": error(
+                    "The store or the hub does not answer; `checks` names which "
+                    '(`{"store": "failed", "hub": "ok"}`)',
+                    "not_ready",
+                ),
+            },
+        },
+    },
+    "/metrics": {
+        "get": {
+            "operationId": "metrics",
+            "summary": "Prometheus metrics, in the text exposition format (see "
+            "docs/operations.md). Without CHATBOT_METRICS_TOKEN it needs no token; with it, "
+            "that token as the bearer (not a user's JWT)",
+            "security": [],
+            "responses": {
+                "200": {
+                    "description": "Every series of this process (or, in multiprocess mode, "
+                    "of every process)",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                },
+                "401": {
+                    **error(
+                        "CHATBOT_METRICS_TOKEN is set and was not sent",
+                        "missing_token",
+                        "invalid_token",
+                    ),
+                    "headers": UNAUTHORIZED["headers"],
+                },
             },
         },
     },

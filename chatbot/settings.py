@@ -190,6 +190,17 @@ class Settings:
         "put the user's message and the reply's text in each `reply_finished` line of the "
         "`json` log; off, no message text reaches a log",
     )
+    metrics: bool = setting(
+        True,
+        "serve Prometheus metrics at `/metrics`; `false` leaves it unanswered (`404`). See "
+        "[operations](operations.md#metrics)",
+    )
+    metrics_token: Secret | None = setting(  # noqa: RUF009
+        None,
+        "when set, `/metrics` answers only `Authorization: Bearer <this token>` (`401` else); "
+        "unset, it answers anyone who reaches it",
+        bound=LongSecret(MIN_SECRET_BYTES),
+    )
     allowed_origins: tuple[str, ...] = setting(
         (),
         "browser origins allowed to open the chat socket; others are closed with `4403`. "

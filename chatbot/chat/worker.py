@@ -19,6 +19,7 @@ from chatbot.chat.titles import make_title
 from chatbot.chat.turn import UNKNOWN, Job, Turn, Window
 from chatbot.errors import DuplicateMessage, InvalidRequest, MessageNotFound, NotFound
 from chatbot.hub.base import Branch, Failure, Hub, Title
+from chatbot.observe import Observer
 from chatbot.registry import BackendRegistry
 from chatbot.settings import Settings
 from chatbot.stores.base import Session, SessionStore
@@ -48,9 +49,15 @@ class Workers:
     """Every busy session of this process, and the windows of recent ones."""
 
     def __init__(
-        self, store: SessionStore, backends: BackendRegistry, hub: Hub, settings: Settings
+        self,
+        store: SessionStore,
+        backends: BackendRegistry,
+        hub: Hub,
+        settings: Settings,
+        observer: Observer | None = None,
     ) -> None:
         self.store = store
+        self.observer = observer
         self.backends = backends
         self.hub = hub
         self.settings = settings
@@ -183,6 +190,7 @@ class Workers:
                     busy.turn = Turn(
                         job, window, store=self.store, backends=self.backends,
                         publish=self.hub.publish, system_prompt=self.settings.system_prompt,
+                        observer=self.observer,
                     )  # fmt: skip
                     window = await busy.turn.run()
                     self._title_after(window, busy.turn)
