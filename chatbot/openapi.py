@@ -31,6 +31,7 @@ from chatbot.openapi_schemas import (
     message_id_query,
     ref,
 )
+from chatbot.runtime import runtime_of
 
 _PATHS: dict[str, Any] = {
     "/api/sessions": {
@@ -261,7 +262,9 @@ _PATHS: dict[str, Any] = {
 PATHS: dict[str, Any] = {**_PATHS, **openapi_data.PATHS}
 
 
-def document(root_path: str = "") -> dict[str, Any]:
+def document(root_path: str = "", *, metrics: bool = True) -> dict[str, Any]:
+    """The document of the routes served; without ``metrics``, no ``/metrics``."""
+    paths = PATHS if metrics else {p: item for p, item in PATHS.items() if p != "/metrics"}
     return {
         "openapi": "3.1.0",
         "info": {
@@ -275,7 +278,7 @@ def document(root_path: str = "") -> dict[str, Any]:
             "another user answers exactly like a missing one.",
         },
         "servers": [{"url": root_path or "/"}],
-        "paths": PATHS,
+        "paths": paths,
         "components": {
             "schemas": SCHEMAS,
             "securitySchemes": {
@@ -287,4 +290,5 @@ def document(root_path: str = "") -> dict[str, Any]:
 
 
 async def openapi(request: Request) -> Response:
-    return JSONResponse(document(request.scope.get("root_path", "")))
+    metrics = runtime_of(request).settings.metrics
+    return JSONResponse(document(request.scope.get("root_path", ""), metrics=metrics))

@@ -240,6 +240,7 @@ def test_metrics_can_be_switched_off(start_server: ServerFactory) -> None:
     server = start_server(metrics=False)
     with server.http() as http:
         assert http.get("/metrics").status_code == 404
+        assert "/metrics" not in http.get("/openapi.json").json()["paths"]
         assert http.get("/readyz").json() == {"status": "ready"}
 
 
