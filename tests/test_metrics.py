@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -10,6 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.sync.client import connect
 
+from chatbot.backends import Backend, ChatRequest, Usage
 from chatbot.metrics import TOKEN_BUCKETS
 from chatbot.settings import BackendConfig
 from tests.backends import DownBackend
@@ -170,6 +172,40 @@ def _cumulative(values: tuple[int, ...]) -> dict[str, float]:
     return {le: count for le, count in counts.items() if count}
 
 
+class AnyModel(Backend):
+    """Lists no models, so a session may name any: the label must not take that name."""
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[str | Usage]:
+        yield f"answered by {request.model}"
+
+
+def test_a_model_the_backend_does_not_list_is_labelled_other(
+    start_server: ServerFactory,
+) -> None:
+    settings = start_server.settings(
+        backends={"any": BackendConfig("any", "any")}, default_backend="any"
+    )
+    server = start_server(settings, backend_types={"any": AnyModel})
+    with server.http(ALICE) as http:
+        created = http.post("/api/sessions", json={"model": "alice-picked-this-name"})
+        session_id = created.json()["session_id"]
+    with server.ws(ALICE, session_id=session_id) as ws:
+        ws.send(json.dumps({"message": "hi"}))
+        assert recv_json(ws)["message"] == "answered by alice-picked-this-name"
+    labels = {
+        "backend": "any",
+        "gen_ai_operation_name": "chat",
+        "gen_ai_provider_name": "any",
+        "gen_ai_request_model": "other",
+    }
+    series = scrape(server)
+    assert (
+        series[key("gen_ai_client_operation_duration_seconds_count", **labels, error_type="")] == 1
+    )
+    assert series[key("gen_ai_client_operation_time_to_first_chunk_seconds_count", **labels)] == 1
+    assert not any("alice-picked-this-name" in str(name) for name in series)
+
+
 def test_open_sockets_are_counted_while_open(server: LiveServer) -> None:
     assert open_sockets(server) == 0
     with server.ws(ALICE) as first, server.ws(ALICE) as second:
@@ -180,7 +216,8 @@ def test_open_sockets_are_counted_while_open(server: LiveServer) -> None:
 
 def test_refused_messages_are_counted_by_reason(start_server: ServerFactory) -> None:
     settings = start_server.settings(
-        backends={"echo": BackendConfig("echo", "echo", {"delay": 0.2})},
+        # Slow enough that m1 is still waiting while m2 and m3 arrive.
+        backends={"echo": BackendConfig("echo", "echo", {"delay": 1.0})},
         session_queue_size=1,
         rate_limit_per_minute=3,
     )
@@ -188,11 +225,20 @@ def test_refused_messages_are_counted_by_reason(start_server: ServerFactory) -> 
     before = scrape(server)
     with server.ws(ALICE) as ws:
         recv_json(ws)  # the session id
-        for n in range(4):
+        ws.send(json.dumps({"message": "m0", "id": "m0", "stream": True}))
+        # Its first text: m0's turn has left the queue.
+        assert recv_json(ws)["type"] == "delta"
+        for n in (1, 2, 3):
             ws.send(json.dumps({"message": f"m{n}", "id": f"m{n}"}))
-        # m0 is answered, m1 waits, m2 finds the queue full, m3 is over the rate.
-        frames = [recv_json(ws) for _ in range(4)]
-    codes = {f["reply_to"]: f["error"]["code"] for f in frames if f.get("type") == "error"}
+        # m1 waits, m2 finds the queue full, m3 is over the rate.
+        replies: set[str] = set()
+        codes: dict[str, str] = {}
+        while replies != {"m0", "m1"}:
+            frame = recv_json(ws)
+            if frame["type"] == "message":
+                replies.add(frame["reply_to"])
+            elif frame["type"] == "error":
+                codes[frame["reply_to"]] = frame["error"]["code"]
     assert codes == {"m2": "busy", "m3": "rate_limited"}
     changed = changes(before, scrape(server))
     assert changed[key("chatbot_messages_received_total", type="message")] == 4
