@@ -38,6 +38,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from chatbot.errors import ConfigError
 from chatbot.serialize import error_response
 
 MULTIPROCESS_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
@@ -65,6 +66,12 @@ class Metrics:
     """Every series of one application, in a registry of its own."""
 
     def __init__(self, backends: Iterable[str] = ()) -> None:
+        directory = multiprocess_dir()
+        if directory is not None and not os.path.isdir(directory):
+            raise ConfigError(
+                f"{MULTIPROCESS_VARIABLE} names {directory!r}, which is not a directory; "
+                "create it (empty, for this server alone) or unset the variable"
+            )
         self.registry = CollectorRegistry()
         registry = self.registry
         self.open_sockets = Gauge(
@@ -144,7 +151,7 @@ class Metrics:
                 self.replies.labels(backend, status)
             for error in BACKEND_ERROR_KINDS:
                 self.backend_errors.labels(backend, error)
-        if multiprocess_dir() is None:
+        if directory is None:
             # The process's memory, CPU and file descriptors; in multiprocess mode they
             # would be one process's among many.
             ProcessCollector(registry=registry)

@@ -12,7 +12,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from websockets.sync.client import connect
 
 from chatbot.backends import Backend, ChatRequest, Usage
-from chatbot.metrics import TOKEN_BUCKETS
+from chatbot.errors import ConfigError
+from chatbot.metrics import TOKEN_BUCKETS, Metrics
 from chatbot.settings import BackendConfig
 from tests.backends import DownBackend
 from tests.conftest import SECRET, LiveServer, ServerFactory, make_token, recv_json, wait_for
@@ -321,3 +322,16 @@ def test_uvicorn_workers_share_their_series(tmp_path: Path) -> None:
         for _ in range(4):
             wait_for(lambda: totals() == (6, 6, 0), "every process's counts in the sum")
     assert SECRET not in server.log.read_text()
+
+
+def test_a_multiprocess_directory_that_is_missing_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    missing = tmp_path / "nowhere"
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(missing))
+    with pytest.raises(ConfigError) as refused:
+        Metrics()
+    assert str(refused.value) == (
+        f"PROMETHEUS_MULTIPROC_DIR names {str(missing)!r}, which is not a directory; "
+        "create it (empty, for this server alone) or unset the variable"
+    )
