@@ -104,6 +104,9 @@ class Observer:
 class SocketWatch:
     """One open socket: counted as open until :meth:`closed`."""
 
+    # One per open socket, and idle sockets are many: no __dict__.
+    __slots__ = ("_open", "observer", "started")
+
     def __init__(self, observer: Observer, user_id: str, session_id: str) -> None:
         self.observer = observer
         self.started = time.monotonic()
@@ -135,6 +138,8 @@ class SocketWatch:
 
 class ReplyWatch:
     """One turn: its model calls (:meth:`call`), its first text and the reply it stored."""
+
+    __slots__ = ("_call", "first_text", "job", "observer", "started")
 
     def __init__(self, observer: Observer, job: Job, session_id: str) -> None:
         self.observer = observer
@@ -206,6 +211,8 @@ class ReplyWatch:
 class _Call:
     """One call to a backend, as a context manager: its duration (with the kind of error it
     ended with, if any) and its time to the first text."""
+
+    __slots__ = ("_first_seen", "labels", "metrics", "started")
 
     def __init__(self, observer: Observer, labels: tuple[str, str, str, str]) -> None:
         self.metrics = observer.metrics
