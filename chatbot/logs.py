@@ -95,28 +95,38 @@ class RequestIds:
         self.app = app
 
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
-        if scope["type"] not in ("http", "websocket"):
+        kind = scope["type"]
+        if kind not in ("http", "websocket"):
             return self.app(scope, receive, send)
-        return self._serve(scope, receive, send)
-
-    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         given = None
         for name, value in scope["headers"]:
             if name == b"x-request-id":
                 given = sane_request_id(value.decode("latin-1"))
                 break
         request_id = given or new_request_id()
-        # Each request runs in a task of its own (uvicorn's), so nothing leaks to the next.
+        # In the task that serves this request or socket, which has a context of its own
+        # (uvicorn's): nothing leaks to the next request.
         _request_id.set(request_id)
-        header = (REQUEST_ID_HEADER.encode(), request_id.encode())
-        start = "http.response.start" if scope["type"] == "http" else "websocket.accept"
+        start = "http.response.start" if kind == "http" else "websocket.accept"
+        # The app's own coroutine, not one of ours around it: a socket open for hours keeps
+        # this small sender alive, not a frame of this middleware.
+        return self.app(scope, receive, _SendWithId(send, start, request_id))
 
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == start:
-                message = {**message, "headers": [*message.get("headers", []), header]}
-            await send(message)
 
-        await self.app(scope, receive, send_with_id)
+class _SendWithId:
+    """``send`` that adds ``X-Request-ID`` to the response's start (or the socket's accept)."""
+
+    __slots__ = ("header", "send", "start")
+
+    def __init__(self, send: Send, start: str, request_id: str) -> None:
+        self.send = send
+        self.start = start
+        self.header = (REQUEST_ID_HEADER.encode(), request_id.encode())
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == self.start:
+            message = {**message, "headers": [*message.get("headers", []), self.header]}
+        await self.send(message)
 
 
 def event(
