@@ -35,16 +35,12 @@ REQUEST_ID_HEADER = "x-request-id"
 #: A request id taken from a client: letters, digits and ``._:-``, at most 64 of them.
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
-_request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "chatbot_request_id", default=None
+#: The ids of what this task serves: (request id, user id, session id). One variable, not
+#: three: each idle socket's context holds one entry.
+_ids: contextvars.ContextVar[tuple[str | None, str | None, str | None]] = contextvars.ContextVar(
+    "chatbot_log_ids", default=(None, None, None)
 )
-_user_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "chatbot_user_id", default=None
-)
-_session_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "chatbot_session_id", default=None
-)
-_CONTEXT = {"request_id": _request_id, "user_id": _user_id, "session_id": _session_id}
+_NAMES = ("request_id", "user_id", "session_id")
 #: The attribute of a record that holds an event's fields (see :func:`event`).
 FIELDS = "chatbot_fields"
 
@@ -54,23 +50,24 @@ def bind(
 ) -> None:
     """Set what the records logged from now on in this task (and in the tasks it starts)
     say they concern; an argument left out keeps its value."""
-    for name, value in (
-        ("request_id", request_id),
-        ("user_id", user_id),
-        ("session_id", session_id),
-    ):
-        if value is not None:
-            _CONTEXT[name].set(value)
+    old_request, old_user, old_session = _ids.get()
+    _ids.set(
+        (
+            old_request if request_id is None else request_id,
+            old_user if user_id is None else user_id,
+            old_session if session_id is None else session_id,
+        )
+    )
 
 
 def current_request_id() -> str | None:
     """The id of the request or socket this code runs for, if any."""
-    return _request_id.get()
+    return _ids.get()[0]
 
 
 def context() -> dict[str, str]:
     """The ids bound in this task, by name."""
-    return {name: value for name, var in _CONTEXT.items() if (value := var.get()) is not None}
+    return {name: value for name, value in zip(_NAMES, _ids.get(), strict=True) if value}
 
 
 def sane_request_id(value: str | None) -> str | None:
@@ -105,8 +102,8 @@ class RequestIds:
                 break
         request_id = given or new_request_id()
         # In the task that serves this request or socket, which has a context of its own
-        # (uvicorn's): nothing leaks to the next request.
-        _request_id.set(request_id)
+        # (uvicorn's); the user and the session are this request's to bind, none before.
+        _ids.set((request_id, None, None))
         start = "http.response.start" if kind == "http" else "websocket.accept"
         # The app's own coroutine, not one of ours around it: a socket open for hours keeps
         # this small sender alive, not a frame of this middleware.
