@@ -32,6 +32,7 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from chatbot.jwt_secret import with_jwt_secret
+    from chatbot.logs import use_json
     from chatbot.redact import server_log_config
     from chatbot.settings import Settings
     from chatbot.signin import announce, default_user
@@ -50,6 +51,9 @@ def serve(args: argparse.Namespace) -> int:
     # line, whichever logger sends it (a plugin's, an SDK's) and uvicorn's request lines
     # included (a refused ?token=...).
     log_config = server_log_config(uvicorn.config.LOGGING_CONFIG)
+    if settings.log_format.lower() == "json":
+        # uvicorn's own lines too: one JSON object per line, whoever logs it.
+        log_config = use_json(log_config)
     common: dict[str, Any] = {
         "host": host,
         "port": port,

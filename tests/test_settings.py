@@ -399,6 +399,7 @@ SAMPLES: dict[str, tuple[str, object, dict[str, str]]] = {
     "CHATBOT_MAX_MESSAGE_CHARS": ("100", 100, {}),
     "CHATBOT_MAX_FRAME_BYTES": ("2048", 2048, {}),
     "CHATBOT_CONTEXT_MESSAGES": ("7", 7, {}),
+    "CHATBOT_PROCESS_TIMEOUT": ("30", 30.0, {}),
     "CHATBOT_SESSION_QUEUE_SIZE": ("1", 1, {}),
     "CHATBOT_SHUTDOWN_GRACE": ("0", 0.0, {}),
     "CHATBOT_SYSTEM_PROMPT": ("Answer in French.", "Answer in French.", {}),
@@ -406,6 +407,10 @@ SAMPLES: dict[str, tuple[str, object, dict[str, str]]] = {
     "CHATBOT_HOST": ("0.0.0.0", "0.0.0.0", {}),  # noqa: S104 (a value, not a bind)
     "CHATBOT_PORT": ("9000", 9000, {}),
     "CHATBOT_LOG_LEVEL": ("debug", "debug", {}),
+    "CHATBOT_LOG_FORMAT": ("json", "json", {}),
+    "CHATBOT_LOG_CONTENT": ("true", True, {}),
+    "CHATBOT_METRICS": ("false", False, {}),
+    "CHATBOT_METRICS_TOKEN": (SECRET, SECRET, {}),
     "CHATBOT_ALLOWED_ORIGINS": ("https://a.example,*", ("https://a.example", "*"), {}),
     "CHATBOT_MAX_BODY_BYTES": ("1000", 1000, {}),
     "CHATBOT_MAX_IMPORT_BYTES": ("2000", 2000, {}),
