@@ -60,8 +60,9 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         -- "messages of a session in id order" (an export).
         CREATE INDEX messages_session ON messages (session_id, id);
-        -- "the children of a message, oldest first" (and a session's roots).
-        CREATE INDEX messages_parent ON messages (session_id, parent_id, id);
+        -- "the children of a message, oldest first" (and a session's roots); parent_id
+        -- first, so that deleting a message finds what still refers to it (the foreign key).
+        CREATE INDEX messages_parent ON messages (parent_id, session_id, id);
         -- A client's message id is stored once per session, and so is a regeneration's.
         CREATE UNIQUE INDEX messages_client_id ON messages (session_id, client_id)
             WHERE client_id IS NOT NULL AND role = 'user';
