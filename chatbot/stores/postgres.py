@@ -53,7 +53,8 @@ class PostgresStore(SessionStore):
     @property
     def pool(self) -> Any:
         """The ``asyncpg.Pool``, for other state the server keeps in this database (its
-        connections exchange ``jsonb`` as Python objects)."""
+        connections exchange ``jsonb`` as Python objects, and any string as text: see
+        :mod:`chatbot.stores.postgres_codecs`)."""
         return self.db.pool
 
     async def open(self) -> None:

@@ -14,12 +14,12 @@ a busy server). So concurrent turns share fsyncs without waiting for one another
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
 
 from chatbot.errors import ConfigError
+from chatbot.stores.postgres_codecs import prepare_connection
 
 try:
     import asyncpg
@@ -46,13 +46,6 @@ def describe_url(url: str) -> str:
     except ValueError:
         port = ""
     return f"{parts.scheme}://{user}{parts.hostname or ''}{port}{parts.path}"
-
-
-async def _prepare_connection(connection: Any) -> None:
-    """Each new connection of the pool exchanges ``jsonb`` as Python objects."""
-    await connection.set_type_codec(
-        "jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
-    )
 
 
 class Database:
@@ -95,7 +88,7 @@ class Database:
                 self.url,
                 min_size=1,
                 max_size=self.pool_size,
-                init=_prepare_connection,
+                init=prepare_connection,
                 timeout=CONNECT_TIMEOUT,
             )
         except (*DATABASE_ERRORS, ValueError) as exc:
