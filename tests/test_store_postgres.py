@@ -146,6 +146,14 @@ def test_search_phrases_single_letters_and_scope(store: StoreHarness) -> None:
     assert found("a") == {exact.id, swapped.id}
     assert found("t") == set()
     assert found("tr") == {exact.id, swapped.id}
+    # Two to four characters are looked up as indexed prefixes, the word itself included;
+    # longer ones as prefixes of the words.
+    assert found("tak") == found("take") == {exact.id, swapped.id}
+    assert found("takes") == {swapped.id}
+    assert found("the tra") == found("th") == {exact.id, swapped.id}
+    assert found("trains") == found("thee") == set()
+    # A prefix is not a word of a phrase.
+    assert found('"th train"') == found('"take th"') == set()
     # The user's words never reach another owner's scope lexeme, however they start.
     assert found("u", owner="bob") == set()
     assert found("u0 u1 u2 u3 u4 u5 u6 u7 u8 u9 ua ub uc ud ue uf", owner="bob") == set()
