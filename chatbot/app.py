@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 
-from chatbot import api, api_data, web
+from chatbot import api, api_data, api_usage, web
 from chatbot.api_data import IMPORT_PATH
 from chatbot.auth import TokenVerifier
 from chatbot.backends import Backend
@@ -28,7 +28,7 @@ from chatbot.cors import cors_middleware
 from chatbot.errors import AuthError, InvalidRequest, NotFound, TokenMissing
 from chatbot.hub.local import LocalHub
 from chatbot.jwt_secret import with_jwt_secret
-from chatbot.limits import UserLimits
+from chatbot.limits import limits_for
 from chatbot.middleware import BodySizeLimit
 from chatbot.openapi import openapi
 from chatbot.protocol import CLOSE_GOING_AWAY
@@ -106,11 +106,10 @@ def create_app(
             await backends.start()
             hub = LocalHub()
             await hub.start()
+            limits = limits_for(settings, store)
+            await limits.start()
             workers = Workers(store, backends, hub, settings)
-            runtime = Runtime(
-                settings, store, backends, verifier, hub, workers, UserLimits(settings),
-                Sockets(),
-            )  # fmt: skip
+            runtime = Runtime(settings, store, backends, verifier, hub, workers, limits, Sockets())
             # The server's graceful shutdown (chatbot.server) finds the runtime here.
             app.state.chatbot = runtime
             # In the background: an identity provider that is down must not hold up the start.
@@ -127,6 +126,8 @@ def create_app(
                 await runtime.drain(
                     settings.shutdown_grace, CLOSE_GOING_AWAY, "server shutting down"
                 )
+                # After the drain, whose sockets give their slots back one by one.
+                await limits.aclose()
                 await hub.aclose()
                 await backends.aclose()
                 app.state.chatbot = None
@@ -135,6 +136,7 @@ def create_app(
 
     routes = [
         *api_data.routes,
+        *api_usage.routes,
         *api.routes,
         Route("/openapi.json", openapi, methods=["GET"]),
         WebSocketRoute("/ws/chat/", chat_endpoint),

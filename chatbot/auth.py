@@ -7,6 +7,7 @@ A token in the query string is never read: it would end up in access logs.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import time
@@ -19,7 +20,11 @@ import jwt
 from chatbot.errors import ConfigError, TokenExpired, TokenInvalid, TokenMissing
 from chatbot.jwks import MAX_KID_CHARS, JwksCache, PublicKey, public_key_algorithms
 from chatbot.oidc import OidcKeys
+from chatbot.quotas import plan_from_claim
 from chatbot.settings import Settings
+from chatbot.stores.usage import Quota
+
+logger = logging.getLogger("chatbot.auth")
 
 SUBPROTOCOL = "chatbot.v1"
 BEARER_SUBPROTOCOL_PREFIX = "bearer."
@@ -35,10 +40,12 @@ _KEY_HEADERS = frozenset({"jku", "jwk", "x5u", "x5c"})
 
 @dataclass(frozen=True)
 class Identity:
-    """Who made a request: the user id (the configured claim) and when the token expires."""
+    """Who made a request: the user id (the configured claim), when the token expires, and
+    the quota plan it carries (``CHATBOT_QUOTA_CLAIM``), if any."""
 
     user_id: str
     expires_at: float
+    plan: Quota | None = None
 
 
 def bearer_from_header(headers: Mapping[str, str]) -> str | None:
@@ -113,6 +120,10 @@ class TokenVerifier:
         self._issuer = settings.token_issuer
         self._leeway = settings.jwt_leeway
         self._claim = settings.jwt_user_claim
+        self._quota_claim = settings.quota_claim
+        #: A malformed plan is logged as a warning once, then at debug level: every request
+        #: of every user would repeat it.
+        self._warned_plan = False
 
     @property
     def leeway(self) -> float:
@@ -205,7 +216,25 @@ class TokenVerifier:
         # RFC 7519 4.1.4: refused on or after exp (plus the leeway), as PyJWT does.
         if exp <= time.time() - self._leeway:
             raise TokenExpired()
-        return Identity(user_id=user_id, expires_at=float(exp))
+        return Identity(user_id=user_id, expires_at=float(exp), plan=self._plan(claims))
+
+    def _plan(self, claims: dict[str, Any]) -> Quota | None:
+        """The quota plan of the token's claims. A malformed one is the identity provider's
+        mistake, not the user's: the token stays valid, and the server's quotas apply."""
+        if self._quota_claim is None:
+            return None
+        try:
+            return plan_from_claim(claims.get(self._quota_claim))
+        except ValueError as exc:
+            level = logging.DEBUG if self._warned_plan else logging.WARNING
+            self._warned_plan = True
+            logger.log(
+                level,
+                "a token's %r claim is not a quota plan (%s); the server's own quotas apply "
+                "to it (see CHATBOT_QUOTA_CLAIM in docs/configuration.md)",
+                self._quota_claim, exc,
+            )  # fmt: skip
+            return None
 
     def mint(self, subject: str, ttl: float, **claims: Any) -> str:
         """Sign a token for ``subject`` valid for ``ttl`` seconds (the CLI's ``token``)."""

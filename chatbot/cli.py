@@ -1,5 +1,5 @@
 """The ``chatbot`` command: ``serve``, ``token``, ``open``, ``backends``, ``migrate``,
-``copy-store``, ``export``, ``import``, ``chat``."""
+``copy-store``, ``export``, ``import``, ``quota``, ``chat``."""
 
 from __future__ import annotations
 
@@ -249,6 +249,23 @@ def import_file(args: argparse.Namespace) -> int:
     return 0
 
 
+def tokens(text: str) -> int:
+    """``--per-day`` and ``--per-month``: a whole number of tokens, 0 or more."""
+    if not (text.isascii() and text.isdigit()):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number of tokens; write a whole number, 0 or more"
+        )
+    return int(text)
+
+
+def quota(args: argparse.Namespace) -> int:
+    """Set, show or clear one user's quota override."""
+    from chatbot.cli_quota import run
+
+    print(asyncio.run(run(args)))
+    return 0
+
+
 def chat(args: argparse.Namespace) -> int:
     from chatbot.terminal import chat as run_chat
 
@@ -322,6 +339,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="JSON Lines from `chatbot export`, a ChatGPT conversations.json, or - for stdin",
     )
     p.set_defaults(func=import_file)
+
+    p = commands.add_parser("quota", help="set, show or clear one user's token quota")
+    p.set_defaults(func=quota)
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    user_help = "the user: the `sub` of their tokens"
+    q = actions.add_parser("set", help="give a user a quota of their own, in place of any other")
+    q.add_argument("--user", required=True, help=user_help)
+    q.add_argument("--per-day", type=tokens, help="tokens a UTC day, input and output together")
+    q.add_argument("--per-month", type=tokens, help="tokens a UTC month, likewise")
+    q.add_argument("--unlimited", action="store_true", help="no limit: exempt from every quota")
+    q = actions.add_parser("show", help="a user's quota and the tokens they used")
+    q.add_argument("--user", required=True, help=user_help)
+    q = actions.add_parser("clear", help="remove a user's quota of their own")
+    q.add_argument("--user", required=True, help=user_help)
 
     p = commands.add_parser("chat", help="chat with a server from this terminal")
     p.add_argument("--url", help="the server's base URL (default: from CHATBOT_HOST, CHATBOT_PORT)")

@@ -173,7 +173,11 @@ class Connection:
                 )
                 self.send(frame)
         elif isinstance(event, Failure):
-            self.send_error(event.code, event.message, event.retryable, event.reply_to)
+            if event.only is None or event.only == self.name:
+                self.send_error(
+                    event.code, event.message, event.retryable, event.reply_to,
+                    retry_after=event.retry_after,
+                )  # fmt: skip
         elif isinstance(event, Branch):
             if self.conversation_events:
                 self.send(

@@ -1,12 +1,16 @@
 """Per-user abuse limits: messages per minute and sockets open at once.
 
-Every limit here counts per user (the token's user id), across all of that user's sockets,
-and lives in this process's memory: with several server processes behind a load balancer,
-each process counts on its own (see docs/security.md).
+Every limit here counts per user (the token's user id), across all of that user's sockets.
+:class:`UserLimits` is the interface the socket layer uses; there are two implementations,
+chosen by the store's database URL as the store itself is:
 
-* :class:`RateLimiter`: a sliding window of messages per user per minute.
-* :class:`UserLimits`: the per-user state of one application: the rate limiter and the
-  sockets open per user.
+* :class:`MemoryLimits`: in this process's memory. With several server processes, each
+  counts on its own, so it serves one process (SQLite's case);
+* :class:`chatbot.limits_postgres.PostgresLimits`: in PostgreSQL tables, so that every
+  process on one database counts the same messages and sockets.
+
+:class:`RateLimiter` is the sliding window of messages per user per minute that
+:class:`MemoryLimits` keeps; the PostgreSQL one keeps the same window in a row per user.
 
 The sessions a user may own are counted by the store, in the statement that creates one
 (``SessionStore.create_session(limit=...)``), so that two processes cannot both pass the
@@ -18,17 +22,30 @@ The origin check is in :mod:`chatbot.origins`, the request body limit in
 
 from __future__ import annotations
 
+import abc
 import collections
+import importlib
 import math
 import time
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from chatbot.origins import allowed_origins, origin_allowed
 from chatbot.settings import Settings
 
+if TYPE_CHECKING:
+    from chatbot.stores.base import SessionStore
+
 RATE_WINDOW_SECONDS = 60.0
+
+#: The limits that count across processes, by the database URL's scheme (``module:Class``,
+#: imported only when chosen, like the store). Any other store gets :class:`MemoryLimits`.
+SHARED_LIMITS = {
+    "postgresql": "chatbot.limits_postgres:PostgresLimits",
+    "postgres": "chatbot.limits_postgres:PostgresLimits",
+}
 
 
 # Messages per user per minute ------------------------------------------------------------
@@ -36,7 +53,7 @@ RATE_WINDOW_SECONDS = 60.0
 
 @dataclass(frozen=True)
 class RateDecision:
-    """What :meth:`RateLimiter.hit` decided for one message."""
+    """What :meth:`UserLimits.hit` decided for one message."""
 
     allowed: bool
     #: Whole seconds until a message will be allowed again (0 when allowed).
@@ -107,39 +124,96 @@ class RateLimiter:
         self._next_sweep = now + self.window
 
 
-# Per-user state ---------------------------------------------------------------------------
+# The interface ----------------------------------------------------------------------------
 
 
-class UserLimits:
-    """The per-user limits of one application instance (built by its lifespan)."""
+class UserLimits(abc.ABC):
+    """The per-user limits of one application instance (built by its lifespan).
+
+    A socket is known by an id its endpoint makes up (unique, never reused, no secret in
+    it). Each instance also keeps the sockets open in this process, which is what
+    :meth:`open_sockets` reports (a process's own figure, for its metrics and tests).
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.allowed_origins = frozenset(allowed_origins(settings.allowed_origins))
-        self.messages = RateLimiter(settings.rate_limit_per_minute)
-        self._sockets: dict[str, set[object]] = {}
+        self._sockets: dict[str, set[str]] = {}
 
     def origin_allowed(self, headers: Any) -> bool:
         """The ``Origin`` check of a WebSocket upgrade (``headers``: Starlette's)."""
         return origin_allowed(headers.getlist("origin"), headers.get("host"), self.allowed_origins)
 
-    def open_socket(self, user: str, socket: object) -> bool:
-        """Count a socket for ``user``; ``False`` (and not counted) when at the limit."""
-        sockets = self._sockets.setdefault(user, set())
-        if len(sockets) >= self.settings.max_sockets_per_user:
-            if not sockets:
-                del self._sockets[user]
-            return False
-        sockets.add(socket)
-        return True
+    async def start(self) -> None:  # noqa: B027 (a hook: memory has nothing to start)
+        """Start what runs in the background; called once by the lifespan."""
 
-    def close_socket(self, user: str, socket: object) -> None:
-        sockets = self._sockets.get(user)
-        if sockets is not None:
-            sockets.discard(socket)
-            if not sockets:
-                del self._sockets[user]
+    async def aclose(self) -> None:  # noqa: B027
+        """Stop it and give up what this process still holds (before the store closes)."""
+
+    @abc.abstractmethod
+    async def hit(self, user: str) -> RateDecision:
+        """Count one chat message of ``user`` if their window has room; say when to retry
+        if not (the window: :class:`RateLimiter`'s semantics)."""
+
+    @abc.abstractmethod
+    async def open_socket(self, user: str, socket_id: str) -> bool:
+        """Count a socket for ``user``; ``False`` (and not counted) when at the limit."""
+
+    @abc.abstractmethod
+    async def close_socket(self, user: str, socket_id: str) -> None:
+        """Stop counting a socket (one that was counted; another id is ignored)."""
+
+    @abc.abstractmethod
+    async def count_sockets(self, user: str) -> int:
+        """The sockets ``user`` has open, as the limit counts them (every process's)."""
 
     def open_sockets(self) -> Mapping[str, int]:
-        """Sockets open per user, now."""
+        """Sockets open per user in this process, now."""
         return {user: len(sockets) for user, sockets in self._sockets.items()}
+
+    def _held(self, user: str, socket_id: str) -> None:
+        self._sockets.setdefault(user, set()).add(socket_id)
+
+    def _released(self, user: str, socket_id: str) -> bool:
+        sockets = self._sockets.get(user)
+        if sockets is None or socket_id not in sockets:
+            return False
+        sockets.discard(socket_id)
+        if not sockets:
+            del self._sockets[user]
+        return True
+
+
+class MemoryLimits(UserLimits):
+    """The limits in this process's memory: each process counts on its own."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.messages = RateLimiter(settings.rate_limit_per_minute)
+
+    async def hit(self, user: str) -> RateDecision:
+        return self.messages.hit(user)
+
+    async def open_socket(self, user: str, socket_id: str) -> bool:
+        if len(self._sockets.get(user, ())) >= self.settings.max_sockets_per_user:
+            return False
+        self._held(user, socket_id)
+        return True
+
+    async def close_socket(self, user: str, socket_id: str) -> None:
+        self._released(user, socket_id)
+
+    async def count_sockets(self, user: str) -> int:
+        return len(self._sockets.get(user, ()))
+
+
+def limits_for(settings: Settings, store: SessionStore) -> UserLimits:
+    """The limits that go with an opened ``store``: shared through its database when the
+    store's kind has such limits (:data:`SHARED_LIMITS`), in memory otherwise."""
+    target = SHARED_LIMITS.get(urlsplit(settings.database_url).scheme)
+    if target is None:
+        return MemoryLimits(settings)
+    module_name, _, class_name = target.partition(":")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    limits: UserLimits = cls.for_store(settings, store)
+    return limits

@@ -2,8 +2,9 @@
 
 Written by hand so that it says exactly what the handlers do; a test checks that every
 route of the application is described here and nothing else is. This module describes
-:mod:`chatbot.api`, :mod:`chatbot.openapi_data` the routes of :mod:`chatbot.api_data`, and
-:mod:`chatbot.openapi_schemas` holds the shapes both use.
+:mod:`chatbot.api`, :mod:`chatbot.openapi_data` the routes of :mod:`chatbot.api_data`,
+:mod:`chatbot.openapi_usage` those of :mod:`chatbot.api_usage`, and
+:mod:`chatbot.openapi_schemas` holds the shapes they share.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from chatbot import __version__, openapi_data
+from chatbot import __version__, openapi_data, openapi_usage
 from chatbot.openapi_schemas import (
     BAD_BODY,
     MESSAGE_ID_PATH,
@@ -230,7 +231,7 @@ _PATHS: dict[str, Any] = {
 }
 
 #: Every path of the HTTP API, as served.
-PATHS: dict[str, Any] = {**_PATHS, **openapi_data.PATHS}
+PATHS: dict[str, Any] = {**_PATHS, **openapi_data.PATHS, **openapi_usage.PATHS}
 
 
 def document(root_path: str = "") -> dict[str, Any]:
@@ -249,7 +250,7 @@ def document(root_path: str = "") -> dict[str, Any]:
         "servers": [{"url": root_path or "/"}],
         "paths": PATHS,
         "components": {
-            "schemas": SCHEMAS,
+            "schemas": {**SCHEMAS, **openapi_usage.SCHEMAS},
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
             },

@@ -232,6 +232,26 @@ class Settings:
         "`1000` `idle timeout`",
         bound=Seconds(),
     )
+    quota_tokens_per_day: int | None = setting(
+        None,
+        "tokens (input and output together) a user may use per UTC day, all sessions "
+        "together; past it, a message gets `quota_exceeded` and reaches no model. See "
+        "[quotas](protocol.md#quotas)",
+        bound=AtLeast(0),
+        shown_default="unset: no limit",
+    )
+    quota_tokens_per_month: int | None = setting(
+        None,
+        "tokens a user may use per UTC month, as above",
+        bound=AtLeast(0),
+        shown_default="unset: no limit",
+    )
+    quota_claim: str | None = setting(
+        None,
+        'a token claim that carries the user\'s plan, `{"tokens_per_day": N, '
+        '"tokens_per_month": M}`: it comes before the two settings above, and an override '
+        "of `chatbot quota set` before it",
+    )
     max_pending_bytes: int = setting(
         1_048_576,
         "frames, in bytes, that may wait for a socket that does not read them before it is "

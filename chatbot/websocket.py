@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import time
+import uuid
 
 from starlette.websockets import WebSocket
 
@@ -22,6 +23,7 @@ from chatbot.connection import Connection
 from chatbot.errors import AuthError, InvalidRequest, NotFound, TooManySessions
 from chatbot.protocol import (
     CLOSE_FORBIDDEN,
+    CLOSE_INTERNAL_ERROR,
     CLOSE_NORMAL,
     CLOSE_NOT_FOUND,
     CLOSE_TOO_BIG,
@@ -61,13 +63,20 @@ async def chat_endpoint(websocket: WebSocket) -> None:
         await _reject(websocket, subprotocol, CLOSE_UNAUTHORIZED, exc.reason)
         return
     limits = runtime.limits
-    if not limits.open_socket(identity.user_id, websocket):
+    socket_id = uuid.uuid4().hex
+    try:
+        counted = await limits.open_socket(identity.user_id, socket_id)
+    except Exception:
+        logger.exception("counting a socket failed; the socket is refused")
+        await _reject(websocket, subprotocol, CLOSE_INTERNAL_ERROR, "internal error")
+        return
+    if not counted:
         await _reject(websocket, subprotocol, CLOSE_TOO_MANY, "too many connections")
         return
     try:
         await _chat(websocket, runtime, identity, subprotocol)
     finally:
-        limits.close_socket(identity.user_id, websocket)
+        await limits.close_socket(identity.user_id, socket_id)
 
 
 async def _open_session(runtime: Runtime, owner: str, requested: str | None) -> Session:
@@ -136,7 +145,7 @@ async def _chat(
 
     connection.on_give_up = give_up
     try:
-        await _read(websocket, connection, runtime, session, identity.user_id)
+        await _read(websocket, connection, runtime, session, identity)
     except asyncio.CancelledError:
         if not gave_up or endpoint.cancelling() > 1:
             raise  # the server cancels this socket
@@ -191,7 +200,11 @@ def _catch_up(runtime: Runtime, connection: Connection) -> None:
 
 
 async def _read(
-    websocket: WebSocket, connection: Connection, runtime: Runtime, session: Session, owner: str
+    websocket: WebSocket,
+    connection: Connection,
+    runtime: Runtime,
+    session: Session,
+    identity: Identity,
 ) -> None:
     limit = runtime.settings.max_frame_bytes
     while not connection.closing:
@@ -206,12 +219,13 @@ async def _read(
         if len(text) > limit or len(text.encode("utf-8", "surrogatepass")) > limit:
             connection.close(CLOSE_TOO_BIG, f"frame larger than {limit} bytes")
             return
-        _handle(text, connection, runtime, session, owner)
+        await _handle(text, connection, runtime, session, identity)
 
 
-def _handle(
-    text: str, connection: Connection, runtime: Runtime, session: Session, owner: str
+async def _handle(
+    text: str, connection: Connection, runtime: Runtime, session: Session, identity: Identity
 ) -> None:
+    owner = identity.user_id
     try:
         data = json.loads(text)
     except (ValueError, RecursionError):
@@ -251,8 +265,9 @@ def _handle(
             raise InvalidRequest(
                 "invalid_message", "type must be 'message', 'regenerate', 'ping' or 'cancel'"
             )
-        if not _within_rate_limit(connection, runtime, owner, reply_to):
+        if not await _within_rate_limit(connection, runtime, owner, reply_to):
             return
+        job.plan = identity.plan
         if stream and not connection.wants_deltas:
             # From now on this socket gets the deltas of every reply.
             connection.wants_deltas = True
@@ -262,12 +277,20 @@ def _handle(
         connection.send_error(exc.code, exc.message, exc.code == "busy", reply_to)
 
 
-def _within_rate_limit(
+async def _within_rate_limit(
     connection: Connection, runtime: Runtime, owner: str, reply_to: str | None
 ) -> bool:
     """Count a message against its user's limit (all their sockets together); refuse it
     with ``rate_limited``, or close the socket 4429 when the user keeps flooding."""
-    decision = runtime.limits.messages.hit(owner)
+    try:
+        decision = await runtime.limits.hit(owner)
+    except Exception:
+        # The database that counts is unreachable: it would not store the message either.
+        logger.exception("counting a message failed; the message is refused")
+        connection.send_error(
+            "internal_error", "the server failed; send the message again later", True, reply_to
+        )
+        return False
     if decision.allowed:
         return True
     if decision.refused > runtime.settings.flood_tolerance:

@@ -254,6 +254,7 @@ def test_migrate_creates_the_database_then_is_up_to_date(tmp_path: Path) -> None
     assert first.stdout == (
         "applied 0001_initial\napplied 0002_message_count\napplied 0003_branches\n"
         "applied 0004_search\napplied 0005_shares\napplied 0006_search_prefixes\n"
+        "applied 0007_usage\n"
     )
     database = tmp_path / "db" / "x.db"
     assert database.is_file()
@@ -265,6 +266,7 @@ def test_migrate_creates_the_database_then_is_up_to_date(tmp_path: Path) -> None
             ("0004_search",),
             ("0005_shares",),
             ("0006_search_prefixes",),
+            ("0007_usage",),
         ]
 
     second = run_cli(tmp_path, "migrate", env=env)

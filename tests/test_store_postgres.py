@@ -22,15 +22,23 @@ from tests.postgres import run_sql
 from tests.processes import ServeProcess, free_port
 from tests.store_contract import StoreContract, StoreHarness, open_store
 from tests.store_contract_tree import TreeContract
+from tests.store_contract_usage import UsageContract
 
 MIGRATION_NAMES = [name for name, _ in MIGRATIONS]
 
 
-class TestPostgresStore(StoreContract, TreeContract):
+class TestPostgresStore(StoreContract, TreeContract, UsageContract):
     @pytest.fixture
     def store(self, postgres_url: str) -> Iterator[StoreHarness]:
         with open_store(PostgresStore(postgres_url), migrations=MIGRATION_NAMES) as harness:
             yield harness
+
+    def backdate(self, store: StoreHarness, owner: str, days: int) -> None:
+        store.run(
+            store.store.pool.execute(
+                "UPDATE usage_totals SET day = day - $1::integer WHERE owner = $2", days, owner
+            )
+        )
 
 
 @pytest.fixture
@@ -42,7 +50,7 @@ def store(postgres_url: str) -> Iterator[StoreHarness]:
 def test_migrating_an_empty_schema_creates_the_schema(
     store: StoreHarness, postgres_url: str
 ) -> None:
-    assert store.first_migrate == MIGRATION_NAMES == ["0001_initial"]
+    assert store.first_migrate == MIGRATION_NAMES == ["0001_initial", "0003_limits", "0004_usage"]
     schema = postgres_url.rsplit("search_path=", 1)[1]
     tables = run_sql(
         postgres_url,
@@ -50,7 +58,8 @@ def test_migrating_an_empty_schema_creates_the_schema(
         schema,
     )
     assert {row["table_name"] for row in tables} == {
-        "sessions", "messages", "shares", "chatbot_migrations",
+        "sessions", "messages", "shares", "chatbot_migrations", "usage_totals",
+        "quota_overrides", "rate_windows", "socket_leases",
     }  # fmt: skip
     indexes = run_sql(
         postgres_url, "SELECT indexname FROM pg_indexes WHERE schemaname = $1", schema

@@ -20,6 +20,7 @@ from chatbot.stores.sqlite import SQLiteStore, path_from_url
 from chatbot.stores.sqlite_migrations import MIGRATIONS
 from tests.store_contract import StoreContract, StoreHarness, open_store
 from tests.store_contract_tree import TreeContract
+from tests.store_contract_usage import UsageContract
 
 MIGRATION_NAMES = [name for name, _ in MIGRATIONS]
 
@@ -37,12 +38,21 @@ def query(store: StoreHarness, sql: str, params: tuple[Any, ...] = ()) -> list[t
     return store.run(store.store.db.read(fetch))
 
 
-class TestSQLiteStore(StoreContract, TreeContract):
+class TestSQLiteStore(StoreContract, TreeContract, UsageContract):
     @pytest.fixture
     def store(self, tmp_path: Path) -> Iterator[StoreHarness]:
         url = sqlite_url(tmp_path / "chat.db")
         with open_store(SQLiteStore(url), migrations=MIGRATION_NAMES) as harness:
             yield harness
+
+    def backdate(self, store: StoreHarness, owner: str, days: int) -> None:
+        def move(db: sqlite3.Connection) -> None:
+            db.execute(
+                "UPDATE usage_totals SET day = date(day, ?) WHERE owner = ?",
+                (f"-{days} days", owner),
+            )
+
+        store.run(store.store.db.write(move))
 
 
 @pytest.fixture

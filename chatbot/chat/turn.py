@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from chatbot.backends import Backend, ChatMessage, ChatRequest, Usage
 from chatbot.chat.deadlines import Deadlines, guarded
+from chatbot.chat.quota import refused
 from chatbot.context import trim
 from chatbot.errors import (
     BackendError,
@@ -27,8 +28,10 @@ from chatbot.errors import (
     MessageNotFound,
 )
 from chatbot.hub.base import Branch, Delta, Event, Failure, Reply, Started
+from chatbot.quotas import QuotaCheck
 from chatbot.registry import BackendRegistry
 from chatbot.stores.base import LEAF, Message, Session, SessionStore, Status
+from chatbot.stores.usage import Quota
 
 logger = logging.getLogger("chatbot.chat")
 #: The message count of a window that must be read from the store before it is used.
@@ -54,6 +57,8 @@ class Job:
     parent: int | Literal["leaf"] | None = LEAF
     regenerate: bool = False
     reply_id: int | None = None
+    #: The quota plan of the sender's token (``CHATBOT_QUOTA_CLAIM``), if any.
+    plan: Quota | None = None
 
 
 @dataclass
@@ -111,8 +116,10 @@ class Turn:
         backends: BackendRegistry,
         publish: Callable[[Event], None],
         system_prompt: str | None = None,
+        quota: QuotaCheck | None = None,
     ) -> None:
         self.job = job
+        self.quota = quota
         self.window = window
         self.session = window.session
         self.store = store
@@ -143,6 +150,10 @@ class Turn:
         if self.job.regenerate:
             return await self._regenerate()
         job, session = self.job, self.session
+        if self.quota is not None and await refused(
+            self.quota, self.store, job, session.id, self.publish
+        ):
+            return self.window
         try:
             stored = await self.store.add_user_message(
                 job.owner, session.id, content=job.content, client_id=job.client_id,
@@ -193,6 +204,10 @@ class Turn:
             if known is not None:
                 self.publish(Reply(session.id, known, job.client_id, only=job.asker))
                 return self.window
+        if self.quota is not None and await refused(
+            self.quota, self.store, job, session.id, self.publish
+        ):
+            return self.window
         try:
             if job.reply_id is None:
                 old = await self.store.newest_reply(job.owner, session.id)

@@ -19,6 +19,7 @@ from chatbot.chat.titles import make_title
 from chatbot.chat.turn import UNKNOWN, Job, Turn, Window
 from chatbot.errors import DuplicateMessage, InvalidRequest, MessageNotFound, NotFound
 from chatbot.hub.base import Branch, Failure, Hub, Title
+from chatbot.quotas import QuotaCheck, default_quota
 from chatbot.registry import BackendRegistry
 from chatbot.settings import Settings
 from chatbot.stores.base import Session, SessionStore
@@ -58,6 +59,7 @@ class Workers:
         self._windows: collections.OrderedDict[str, Window] = collections.OrderedDict()
         self._closing = False
         self._titles: set[asyncio.Task[None]] = set()
+        self.quota = QuotaCheck(store, default_quota(settings))
         hub.serve_cancels(self.cancel)
 
     def submit(self, session: Session, job: Job) -> None:
@@ -183,6 +185,7 @@ class Workers:
                     busy.turn = Turn(
                         job, window, store=self.store, backends=self.backends,
                         publish=self.hub.publish, system_prompt=self.settings.system_prompt,
+                        quota=self.quota,
                     )  # fmt: skip
                     window = await busy.turn.run()
                     self._title_after(window, busy.turn)

@@ -50,13 +50,17 @@ class Reply:
 
 @dataclass(frozen=True, slots=True)
 class Failure:
-    """A recoverable failure, sent as an error frame."""
+    """A recoverable failure, sent as an error frame. ``retry_after``: whole seconds until
+    sending again can work. With ``only``, it is for one socket (the one whose message was
+    refused before anything of the session changed)."""
 
     session_id: str
     code: str
     message: str
     retryable: bool = False
     reply_to: str | None = None
+    retry_after: int | None = None
+    only: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,20 @@ const STATUS_TEXT = {
   error: "Reply failed",
 };
 
+/** A wait in words: "45 s", "12 min", "4 h 59 min", "17 d 3 h"; rounded up. */
+export function duration(seconds) {
+  if (seconds < 120) return `${seconds} s`;
+  const minutes = Math.ceil(seconds / 60);
+  if (minutes < 120) return `${minutes} min`;
+  if (minutes < 48 * 60) {
+    const rest = minutes % 60;
+    return rest ? `${Math.floor(minutes / 60)} h ${rest} min` : `${minutes / 60} h`;
+  }
+  const hours = Math.ceil(minutes / 60);
+  const rest = hours % 24;
+  return rest ? `${Math.floor(hours / 24)} d ${rest} h` : `${hours / 24} d`;
+}
+
 function element(tag, className, text) {
   const node = document.createElement(tag);
   if (className) node.className = className;
@@ -476,7 +490,7 @@ export class Transcript {
     const error = frame.error || {};
     let message = error.message || error.code || "something went wrong";
     if (typeof error.retry_after === "number" && !message.includes(`${error.retry_after} s`)) {
-      message += ` (wait ${error.retry_after} s before sending again)`;
+      message += ` (wait ${duration(error.retry_after)} before sending again)`;
     }
     const key = frame.reply_to ?? "";
     const streaming = this.replies.get(key);

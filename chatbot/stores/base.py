@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from chatbot.errors import InvalidRequest
+from chatbot.stores.usage import UsageLedger
 
 if TYPE_CHECKING:
     from chatbot.search import SearchQuery
@@ -121,8 +122,10 @@ class Share:
 LEAF: Literal["leaf"] = "leaf"
 
 
-class SessionStore(abc.ABC):
-    """Where sessions and messages live. Implementations pass ``tests/store_contract.py``."""
+class SessionStore(UsageLedger):
+    """Where sessions and messages live, and the tokens their replies used (the ledger of
+    :class:`~chatbot.stores.usage.UsageLedger`). Implementations pass
+    ``tests/store_contract.py``."""
 
     @abc.abstractmethod
     async def open(self) -> None:

@@ -34,10 +34,11 @@ from chatbot.stores.base import (
 )
 from chatbot.stores.postgres_db import DATABASE_ERRORS, DEFAULT_POOL_SIZE, Database
 from chatbot.stores.postgres_search import search_query, search_vector, terms_query
+from chatbot.stores.postgres_usage import PostgresUsage, record
 from chatbot.transfer import ImportedSession
 
 
-class PostgresStore(SessionStore):
+class PostgresStore(PostgresUsage, SessionStore):
     """Sessions and messages in a PostgreSQL database (``postgresql://`` URLs).
 
     Any query parameter of the URL that libpq does not define is sent to the server as a
@@ -265,6 +266,8 @@ class PostgresStore(SessionStore):
             )  # fmt: skip
             if row is None:
                 raise NotFound()
+            # The failed reply's tokens were used too: the new ones add to them.
+            await record(db, owner, now, backend, model, usage)
             return sql.message_of(row)
 
     async def find_user_message(

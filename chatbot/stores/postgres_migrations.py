@@ -86,6 +86,76 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX shares_session ON shares (session_id, created_at);
         """,
     ),
+    (
+        "0003_limits",
+        # The per-user limits of every process on the database (chatbot.limits_postgres).
+        # UNLOGGED: a message's count waits for no WAL flush; a crash empties them.
+        """
+        -- The times of a user's messages allowed in the last window, and the refused streak.
+        -- Updated once per message: no index besides the key keeps the updates HOT, and
+        -- the fill factor leaves them room on the page.
+        CREATE UNLOGGED TABLE rate_windows (
+            user_id text PRIMARY KEY,
+            stamps timestamptz[] NOT NULL,
+            refused integer NOT NULL,
+            touched timestamptz NOT NULL
+        ) WITH (fillfactor = 70);
+
+        -- One row per open socket, held by a process that renews its expiry.
+        CREATE UNLOGGED TABLE socket_leases (
+            socket_id text PRIMARY KEY,
+            user_id text NOT NULL,
+            process_id text NOT NULL,
+            expires_at timestamptz NOT NULL
+        );
+        CREATE INDEX socket_leases_user ON socket_leases (user_id, expires_at);
+        CREATE INDEX socket_leases_process ON socket_leases (process_id);
+        CREATE INDEX socket_leases_expiry ON socket_leases (expires_at);
+        """,
+    ),
+    (
+        "0004_usage",
+        """
+        -- Tokens used per user, UTC day, backend and model ('' when the reply named none),
+        -- added to in the transaction that stores each reply. A month of a user is one
+        -- range of the primary key.
+        CREATE TABLE usage_totals (
+            owner text NOT NULL,
+            day date NOT NULL,
+            backend text NOT NULL,
+            model text NOT NULL,
+            input_tokens bigint NOT NULL,
+            output_tokens bigint NOT NULL,
+            replies bigint NOT NULL,
+            PRIMARY KEY (owner, day, backend, model)
+        );
+        INSERT INTO usage_totals
+        SELECT owner, day, backend, model, sum(coalesce(input, 0)), sum(coalesce(output, 0)),
+            count(*)
+        FROM (
+            SELECT s.owner AS owner, (m.created_at AT TIME ZONE 'UTC')::date AS day,
+                coalesce(m.backend, '') AS backend, coalesce(m.model, '') AS model,
+                CASE WHEN jsonb_typeof(m.usage -> 'input_tokens') = 'number'
+                    AND m.usage ->> 'input_tokens' ~ '^[0-9]{1,18}$'
+                    THEN (m.usage ->> 'input_tokens')::bigint END AS input,
+                CASE WHEN jsonb_typeof(m.usage -> 'output_tokens') = 'number'
+                    AND m.usage ->> 'output_tokens' ~ '^[0-9]{1,18}$'
+                    THEN (m.usage ->> 'output_tokens')::bigint END AS output
+            FROM messages m JOIN sessions s ON s.id = m.session_id
+            WHERE m.role = 'assistant' AND jsonb_typeof(m.usage) = 'object'
+        ) AS counted
+        WHERE input IS NOT NULL OR output IS NOT NULL
+        GROUP BY owner, day, backend, model;
+
+        -- An operator's quota for one user (`chatbot quota set`); NULL: no limit.
+        CREATE TABLE quota_overrides (
+            user_id text PRIMARY KEY,
+            tokens_per_day bigint,
+            tokens_per_month bigint,
+            updated_at timestamptz NOT NULL
+        );
+        """,
+    ),
 ]
 
 

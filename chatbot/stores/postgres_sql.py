@@ -14,6 +14,7 @@ from typing import Any, Literal
 from chatbot.errors import DuplicateMessage, DuplicateReply, MessageNotFound, NotFound
 from chatbot.stores.base import LEAF, Message, Role, Session, Share, Status, new_session_id
 from chatbot.stores.postgres_search import search_vector
+from chatbot.stores.postgres_usage import record
 from chatbot.transfer import ImportedSession
 
 #: asyncpg's connection; untyped (the driver ships no annotations).
@@ -306,6 +307,9 @@ async def insert_message(
         found = await find_user_message(db, session_id, client_id)
         assert found is not None
         raise DuplicateMessage(found, await find_reply(db, session_id, found.id))
+    if role == "assistant":
+        # The reply and the tokens it used are committed together.
+        await record(db, owner, now, backend, model, usage)
     message = Message(
         id=message_id, session_id=session_id, role=role, content=content,
         status=status, created_at=now, client_id=client_id, reply_to=reply_to,

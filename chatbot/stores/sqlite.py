@@ -42,6 +42,7 @@ from chatbot.stores.base import (
     utcnow,
 )
 from chatbot.stores.sqlite_db import Database
+from chatbot.stores.sqlite_usage import SQLiteUsage, record
 from chatbot.transfer import ImportedSession
 
 #: ``?synchronous=`` values a database URL may ask for (see docs/performance.md).
@@ -75,7 +76,7 @@ def synchronous_from_url(url: str) -> str:
     return value
 
 
-class SQLiteStore(SessionStore):
+class SQLiteStore(SQLiteUsage, SessionStore):
     """Sessions and messages in one SQLite file."""
 
     def __init__(self, url: str) -> None:
@@ -322,7 +323,8 @@ class SQLiteStore(SessionStore):
         model: str | None = None,
         usage: dict[str, Any] | None = None,
     ) -> Message:
-        now = sql.stamp(utcnow())
+        when = utcnow()
+        now = sql.stamp(when)
 
         def replace(db: sqlite3.Connection) -> Message:
             sql.touch(db, owner, session_id, now, 0)
@@ -344,6 +346,8 @@ class SQLiteStore(SessionStore):
             ).fetchone()
             if row is None:
                 raise NotFound()
+            # The failed reply's tokens were used too: the new ones add to them.
+            record(db, owner, when, backend, model, usage)
             return sql.message_of(row)
 
         return await self.db.write(replace)

@@ -166,4 +166,57 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "INSERT INTO message_search (message_search) VALUES ('rebuild')",
         ],
     ),
+    (
+        "0007_usage",
+        [
+            # Tokens used per user, UTC day ("YYYY-MM-DD"), backend and model ('' when the
+            # reply named none), added to in the transaction that stores each reply. A month
+            # of a user is one range of the primary key.
+            """
+            CREATE TABLE usage_totals (
+                owner TEXT NOT NULL,
+                day TEXT NOT NULL,
+                backend TEXT NOT NULL,
+                model TEXT NOT NULL,
+                input_tokens INTEGER NOT NULL,
+                output_tokens INTEGER NOT NULL,
+                replies INTEGER NOT NULL,
+                PRIMARY KEY (owner, day, backend, model)
+            ) WITHOUT ROWID
+            """,
+            # Backfilled from the replies already stored (an imported reply cannot be told
+            # from one answered here: its usage counts too). A count that is not a whole
+            # number >= 0 counts as 0, and a reply with neither count adds nothing, as
+            # chatbot.stores.usage.ledger_tokens decides for new replies.
+            """
+            INSERT INTO usage_totals
+            SELECT owner, day, backend, model, SUM(COALESCE(input, 0)),
+                SUM(COALESCE(output, 0)), COUNT(*)
+            FROM (
+                SELECT s.owner AS owner, date(m.created_at) AS day,
+                    COALESCE(m.backend, '') AS backend, COALESCE(m.model, '') AS model,
+                    CASE WHEN json_type(m.usage, '$.input_tokens') = 'integer'
+                        AND json_extract(m.usage, '$.input_tokens') >= 0
+                        THEN json_extract(m.usage, '$.input_tokens') END AS input,
+                    CASE WHEN json_type(m.usage, '$.output_tokens') = 'integer'
+                        AND json_extract(m.usage, '$.output_tokens') >= 0
+                        THEN json_extract(m.usage, '$.output_tokens') END AS output
+                FROM messages m JOIN sessions s ON s.id = m.session_id
+                WHERE m.role = 'assistant'
+                    AND CASE WHEN json_valid(m.usage) THEN json_type(m.usage) = 'object' END
+            )
+            WHERE input IS NOT NULL OR output IS NOT NULL
+            GROUP BY owner, day, backend, model
+            """,
+            # An operator's quota for one user (`chatbot quota set`); NULL: no limit.
+            """
+            CREATE TABLE quota_overrides (
+                user_id TEXT PRIMARY KEY,
+                tokens_per_day INTEGER,
+                tokens_per_month INTEGER,
+                updated_at TEXT NOT NULL
+            ) WITHOUT ROWID
+            """,
+        ],
+    ),
 ]

@@ -20,6 +20,7 @@ from chatbot.stores.base import (
     utcnow,
 )
 from chatbot.stores.sqlite_migrations import MIGRATIONS
+from chatbot.stores.sqlite_usage import record
 from chatbot.transfer import ImportedSession
 
 SESSION_COLUMNS = (
@@ -286,6 +287,9 @@ def insert_message(
         assert found is not None
         raise DuplicateMessage(found, find_reply(db, session_id, found.id))
     assert cursor.lastrowid is not None
+    if role == "assistant":
+        # The reply and the tokens it used are committed together.
+        record(db, owner, now, backend, model, usage)
     message = Message(
         id=cursor.lastrowid, session_id=session_id, role=role, content=content,
         status=status, created_at=now, client_id=client_id, reply_to=reply_to,

@@ -25,7 +25,7 @@ from websockets.typing import Subprotocol
 from chatbot.terminal.api import why
 from chatbot.terminal.endpoint import Credentials, Server
 from chatbot.terminal.errors import ChatError, Refused, Unreachable
-from chatbot.terminal.screen import REPLY, Screen, printable, status_mark
+from chatbot.terminal.screen import REPLY, Screen, duration, printable, status_mark
 
 OPEN_TIMEOUT = 10.0
 #: /quit waits at most this long for a server that does not answer the close.
@@ -246,8 +246,8 @@ class Link:
         error = error if isinstance(error, dict) else {}
         message = printable(str(error.get("message") or error.get("code") or "unknown error"))
         wait = error.get("retry_after")
-        if isinstance(wait, int) and f"{wait} s" not in message:
-            message += f" (retry in {wait} s)"
+        if isinstance(wait, int) and not isinstance(wait, bool) and f"{wait} s" not in message:
+            message += f" (retry in {duration(wait)})"
         self.screen.line(f"error: {message}")
         turn.finish()
 

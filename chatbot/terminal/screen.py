@@ -45,6 +45,22 @@ def wants_colour(out: TextIO, environ: Mapping[str, str] = os.environ) -> bool:
     return terminal and not environ.get("NO_COLOR") and environ.get("TERM") != "dumb"
 
 
+def duration(seconds: int) -> str:
+    """A wait in words a reader takes in at a glance: ``45 s``, ``12 min``, ``4 h 59 min``,
+    ``17 d 3 h``; rounded up, never shorter than the wait."""
+    if seconds < 120:
+        return f"{seconds} s"
+    minutes = -(-seconds // 60)
+    if minutes < 120:
+        return f"{minutes} min"
+    if minutes < 48 * 60:
+        hours, rest = divmod(minutes, 60)
+        return f"{hours} h {rest} min" if rest else f"{hours} h"
+    hours = -(-minutes // 60)
+    days, rest = divmod(hours, 24)
+    return f"{days} d {rest} h" if rest else f"{days} d"
+
+
 def status_mark(text: str, status: str) -> str:
     """What follows a reply's text: nothing when it completed, else `` [cancelled]`` (or
     ``[error]``), without a second space after a text that ends with one."""
