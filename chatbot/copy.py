@@ -2,8 +2,9 @@
 
 Every table of :data:`chatbot.stores.rows.TABLES` is copied in order, in batches, with its
 keys: sessions keep their ids, messages their ids (so their order, parents and replies),
-shares their ids. The target is migrated first; the source must be up to date (run
-``chatbot migrate`` on it), and is only read.
+shares their ids; the usage ledger and the operators' quotas come along. The target is
+migrated first; the source must be up to date (run ``chatbot migrate`` on it), and is only
+read.
 
 A row whose key the target holds is left as it is, so a second run copies nothing and a
 run that was interrupted is completed by the next. Nothing may write to either database
@@ -122,6 +123,6 @@ async def _copy_table(table: Table, reader: Rows, writer: Rows, batch: int) -> C
         inserted = await writer.write(table, rows)
         copied += inserted
         present += len(rows) - inserted
-        after = rows[-1][table.key]
+        after = table.key_of(rows[-1])
     await writer.finish(table)
     return Copied(table.name, copied, present)

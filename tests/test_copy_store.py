@@ -9,7 +9,7 @@ import asyncio
 import os
 import subprocess
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +19,15 @@ from chatbot.copy import Copied, Report, copy_store, rows_of
 from chatbot.search import parse_query
 from chatbot.stores import store_for_url
 from chatbot.stores.base import SessionStore
+from chatbot.stores.postgres_migrations import MIGRATIONS
 from chatbot.stores.rows import TABLES
+from chatbot.stores.usage import GROUPS, Quota
 from chatbot.transfer import ImportedMessage, ImportedSession
 from tests.postgres import fresh_schema, run_sql
 from tests.processes import FOREIGN_PREFIXES
 
 OWNERS = ("alice", "bob", "carol")
+MIGRATION_NAMES = [name for name, _ in MIGRATIONS]
 SEARCHES = ("lisbon", "zebra", "hello", "e")
 
 
@@ -37,8 +40,8 @@ async def _opened(url: str) -> SessionStore:
 
 async def _seed(store: SessionStore) -> None:
     """Conversations with every kind of row: branches (an edit, a regeneration), an
-    errored reply, client ids, usage, titles, shares, a deleted subtree (a gap in the
-    ids), an import of an older conversation, and an empty session."""
+    errored reply, client ids, usage (and so the ledger), titles, shares, a deleted subtree
+    (a gap in the ids), an import of an older conversation, an empty session, and quotas."""
     trip = (await store.create_session("alice", backend="echo", title="Lisbon")).id
     q1 = (
         await store.add_user_message("alice", trip, content="A café in Lisbon?", client_id="c-1")
@@ -67,10 +70,16 @@ async def _seed(store: SessionStore) -> None:
     await store.create_share("alice", trip, "share-trip", shared)
     other = (await store.create_session("bob", backend="echo", system_prompt="Be brief.")).id
     hello = await store.add_user_message("bob", other, content="hello\x00 there", client_id="b\x00")
-    await store.add_reply("bob", other, reply_to=hello.message.id, content="hi", status="complete")
+    await store.add_reply(
+        "bob", other, reply_to=hello.message.id, content="hi", status="complete",
+        backend="echo", model="echo-2", usage={"input_tokens": 7},
+    )  # fmt: skip
     await store.set_title("bob", other, "Greetings", only_if_untitled=True)
     await store.create_share("bob", other, "share-bob", [{"content": "hello\x00 there"}])
     await store.create_session("carol", backend="echo")
+    ledger: Any = store
+    await ledger.set_quota("alice", Quota(tokens_per_day=1000))
+    await ledger.set_quota("carol", Quota(tokens_per_month=50_000))
     when = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
     await store.import_sessions(
         "alice",
@@ -106,10 +115,16 @@ async def _everything(store: SessionStore) -> dict[str, Any]:
         for words in SEARCHES:
             hits = await store.search(owner, parse_query(words), limit=100, offset=0)
             seen[f"{owner} searches {words}"] = sorted(hit.message.id for hit in hits)
+        ledger: Any = store
+        for group in GROUPS:
+            seen[f"{owner} used by {group}"] = await ledger.usage(
+                owner, start=date(2000, 1, 1), end=date(2100, 1, 1), group_by=group
+            )
+        seen[f"{owner}'s quota"] = await ledger.get_quota(owner)
     rows = rows_of(store)
     for table in TABLES:
         everything = await rows.read(table, None, 100_000)
-        seen[table.name] = {row[table.key]: row for row in everything}
+        seen[table.name] = {table.key_of(row): row for row in everything}
     return seen
 
 
@@ -140,10 +155,12 @@ def test_sqlite_to_postgresql_and_back_keeps_everything(
 ) -> None:
     original = _run(sqlite_url, _everything)
     sizes = {table.name: len(original[table.name]) for table in TABLES}
-    assert sizes == {"sessions": 4, "messages": 11, "shares": 2}
+    assert sizes == {
+        "sessions": 4, "messages": 11, "shares": 2, "usage_totals": 2, "quota_overrides": 2,
+    }  # fmt: skip
 
     report = asyncio.run(copy_store(sqlite_url, postgres_url))
-    assert report.migrated == ["0001_initial"]
+    assert report.migrated == MIGRATION_NAMES
     assert _counts(report) == {name: (size, 0) for name, size in sizes.items()}
     assert _run(postgres_url, _everything) == original
 
@@ -153,7 +170,7 @@ def test_sqlite_to_postgresql_and_back_keeps_everything(
     assert _run(back, _everything) == original
 
     # Each copy goes on counting message ids past the copied ones.
-    top = max(original["messages"])
+    (top,) = max(original["messages"])
     for url in (postgres_url, back):
         sid = original["bob"][0].id
 
@@ -174,12 +191,15 @@ def test_a_second_copy_copies_nothing_and_completes_a_partial_one(
 
     # What an interrupted copy leaves: the newest messages, one session and the shares
     # missing (a batch is one transaction, so rows come whole or not at all).
-    middle = sorted(original["messages"])[6]
+    (middle,) = sorted(original["messages"])[6]
     run_sql(postgres_url, "DELETE FROM shares")
     run_sql(postgres_url, "DELETE FROM messages WHERE id >= $1", middle)
     run_sql(postgres_url, "DELETE FROM sessions WHERE owner = 'carol'")
     completed = asyncio.run(copy_store(sqlite_url, postgres_url, batch=2))
-    assert _counts(completed) == {"sessions": (1, 3), "messages": (5, 6), "shares": (2, 0)}
+    assert _counts(completed) == {
+        "sessions": (1, 3), "messages": (5, 6), "shares": (2, 0), "usage_totals": (0, 2),
+        "quota_overrides": (0, 2),
+    }  # fmt: skip
     assert _run(postgres_url, _everything) == original
 
 
@@ -192,13 +212,17 @@ def test_the_command_reports_each_table(sqlite_url: str, postgres_url: str) -> N
         "sessions: 4 copied, 0 already there\n"
         "messages: 11 copied, 0 already there\n"
         "shares: 2 copied, 0 already there\n"
-        "migrated the target: 0001_initial\n"
+        "usage_totals: 2 copied, 0 already there\n"
+        "quota_overrides: 2 copied, 0 already there\n"
+        f"migrated the target: {', '.join(MIGRATION_NAMES)}\n"
     )
     second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
     assert second.stdout == (
         "sessions: 0 copied, 4 already there\n"
         "messages: 0 copied, 11 already there\n"
         "shares: 0 copied, 2 already there\n"
+        "usage_totals: 0 copied, 2 already there\n"
+        "quota_overrides: 0 copied, 2 already there\n"
     )
 
 
@@ -223,8 +247,9 @@ def test_a_source_that_is_not_there_or_not_migrated_is_refused(
         refused = copy(empty, f"sqlite:///{tmp_path / 'target.db'}")
     assert refused.returncode == 2
     assert refused.stderr == (
-        "chatbot: error: the source database lacks the migrations 0001_initial; run "
-        "`chatbot migrate` with CHATBOT_DATABASE_URL set to it, then copy again\n"
+        "chatbot: error: the source database lacks the migrations "
+        f"{', '.join(MIGRATION_NAMES)}; run `chatbot migrate` with CHATBOT_DATABASE_URL set "
+        "to it, then copy again\n"
     )
     refused = copy(postgres_url, postgres_url)
     assert refused.stderr == (

@@ -13,7 +13,12 @@ from chatbot.stores.postgres_migrations import MIGRATIONS
 from chatbot.stores.postgres_search import search_vector
 from chatbot.stores.rows import Kind, Row, Table
 
-_ARRAYS: dict[Kind, str] = {"text": "text[]", "int": "bigint[]"}
+_ARRAYS: dict[Kind, str] = {
+    "text": "text[]",
+    "int": "bigint[]",
+    "time": "timestamptz[]",
+    "day": "date[]",
+}
 
 
 async def _message_vectors(db: Any, rows: list[Row]) -> list[str]:
@@ -45,17 +50,18 @@ class PostgresRows:
         applied = set(await self.store.applied_migrations())
         return [name for name, _ in MIGRATIONS if name not in applied]
 
-    async def read(self, table: Table, after: Any, limit: int) -> list[Row]:
-        columns = ", ".join(table.names)
+    async def read(self, table: Table, after: tuple[Any, ...] | None, limit: int) -> list[Row]:
+        columns, key = ", ".join(table.names), ", ".join(table.key)
         if after is None:
             rows = await self.store.pool.fetch(
-                f"SELECT {columns} FROM {table.name} ORDER BY {table.key} LIMIT $1", limit
+                f"SELECT {columns} FROM {table.name} ORDER BY {key} LIMIT $1", limit
             )
         else:
+            marks = ", ".join(f"${n}" for n in range(2, len(after) + 2))
             rows = await self.store.pool.fetch(
-                f"SELECT {columns} FROM {table.name} WHERE {table.key} > $1 "
-                f"ORDER BY {table.key} LIMIT $2",
-                after, limit,
+                f"SELECT {columns} FROM {table.name} WHERE ({key}) > ({marks}) "
+                f"ORDER BY {key} LIMIT $1",
+                limit, *after,
             )  # fmt: skip
         return [dict(row) for row in rows]
 
@@ -63,16 +69,20 @@ class PostgresRows:
         if not rows:
             return 0
         names = table.names
+        key = ", ".join(table.key)
+        arrays = ", ".join(
+            f"${n}::{_ARRAYS[kind]}" for n, kind in enumerate(table.key_kinds, start=1)
+        )
         async with self.store.db.write() as db:
             held = {
-                found[0]
+                tuple(found)
                 for found in await db.fetch(
-                    f"SELECT {table.key} FROM {table.name} "
-                    f"WHERE {table.key} = ANY($1::{_ARRAYS[table.key_kind]})",
-                    [row[table.key] for row in rows],
+                    f"SELECT {key} FROM {table.name} "
+                    f"WHERE ({key}) IN (SELECT * FROM unnest({arrays}))",
+                    *([row[name] for row in rows] for name in table.key),
                 )
             }
-            missing = [row for row in rows if row[table.key] not in held]
+            missing = [row for row in rows if table.key_of(row) not in held]
             if not missing:
                 return 0
             values = [[row[name] for name in names] for row in missing]
@@ -97,6 +107,6 @@ class PostgresRows:
             "SELECT setval(seq, GREATEST(coalesce(m.top, 0), "
             "coalesce(pg_sequence_last_value(seq), 0), 1)) "
             f"FROM (SELECT pg_get_serial_sequence($1, $2)::regclass AS seq) s, "
-            f"(SELECT max({table.key}) AS top FROM {table.name}) m",
-            table.name, table.key,
+            f"(SELECT max({table.key[0]}) AS top FROM {table.name}) m",
+            table.name, table.key[0],
         )  # fmt: skip

@@ -3,12 +3,14 @@ copy-store``): every table the stores share, its columns, and the two things eac
 does with rows.
 
 A row is a dict of plain Python values, the same whichever store it comes from: text is
-``str``, a timestamp an aware ``datetime``, JSON a Python object, a number ``int``. Each
-store turns them into its own columns (SQLite's ISO text and JSON text, PostgreSQL's
-``timestamptz`` and ``jsonb``) and adds what it derives (PostgreSQL's search vectors).
+``str``, a timestamp an aware ``datetime``, a day a ``date``, JSON a Python object, a number
+``int``. Each store turns them into its own columns (SQLite's ISO text and JSON text,
+PostgreSQL's ``timestamptz``, ``date`` and ``jsonb``) and adds what it derives
+(PostgreSQL's search vectors).
 
 A table added to both stores' schemas is copied once it is one more :class:`Table` in
-:data:`TABLES`, after the tables it refers to.
+:data:`TABLES`, after the tables it refers to. The per-user limits' tables are not there:
+they hold the last minute's counts and the open sockets of running servers.
 """
 
 from __future__ import annotations
@@ -16,17 +18,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, cast, get_args
 
-Kind = Literal["text", "int", "time", "json"]
+Kind = Literal["text", "int", "time", "day", "json"]
 Row = dict[str, Any]
 
 
 @dataclass(frozen=True)
 class Table:
-    """A table copied as it is: its rows in ``key`` order (a unique column), each one
-    inserted unless the target holds its key already."""
+    """A table copied as it is: its rows in ``key`` order (its primary key's columns), each
+    one inserted unless the target holds its key already."""
 
     name: str
-    key: str
+    key: tuple[str, ...]
     columns: tuple[tuple[str, Kind], ...]
     #: The key is a number the database counts up (a message id): after a copy, the
     #: target's next one must be above every copied one.
@@ -37,8 +39,12 @@ class Table:
         return [name for name, _ in self.columns]
 
     @property
-    def key_kind(self) -> Kind:
-        return dict(self.columns)[self.key]
+    def key_kinds(self) -> list[Kind]:
+        kinds = dict(self.columns)
+        return [kinds[name] for name in self.key]
+
+    def key_of(self, row: Row) -> tuple[Any, ...]:
+        return tuple(row[name] for name in self.key)
 
 
 def _columns(spec: str) -> tuple[tuple[str, Kind], ...]:
@@ -55,7 +61,7 @@ def _columns(spec: str) -> tuple[tuple[str, Kind], ...]:
 TABLES: tuple[Table, ...] = (
     Table(
         "sessions",
-        key="id",
+        key=("id",),
         columns=_columns(
             "id text, owner text, title text, backend text, model text, system_prompt text, "
             "created_at time, updated_at time, message_count int, leaf_id int"
@@ -64,7 +70,7 @@ TABLES: tuple[Table, ...] = (
     # In id order, a message comes after its parent and after the message it answers.
     Table(
         "messages",
-        key="id",
+        key=("id",),
         counted=True,
         columns=_columns(
             "id int, session_id text, parent_id int, role text, content text, status text, "
@@ -74,10 +80,23 @@ TABLES: tuple[Table, ...] = (
     ),
     Table(
         "shares",
-        key="id",
+        key=("id",),
         columns=_columns(
             "id text, session_id text, owner text, title text, created_at time, messages json"
         ),
+    ),
+    Table(
+        "usage_totals",
+        key=("owner", "day", "backend", "model"),
+        columns=_columns(
+            "owner text, day day, backend text, model text, input_tokens int, "
+            "output_tokens int, replies int"
+        ),
+    ),
+    Table(
+        "quota_overrides",
+        key=("user_id",),
+        columns=_columns("user_id text, tokens_per_day int, tokens_per_month int, updated_at time"),
     ),
 )
 
@@ -89,7 +108,7 @@ class Rows(Protocol):
         """The store's migrations its database has not applied."""
         ...
 
-    async def read(self, table: Table, after: Any, limit: int) -> list[Row]:
+    async def read(self, table: Table, after: tuple[Any, ...] | None, limit: int) -> list[Row]:
         """At most ``limit`` rows of ``table`` whose key is above ``after`` (``None``: from
         the first), in key order."""
         ...

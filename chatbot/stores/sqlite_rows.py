@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from chatbot.stores import sqlite_sql as sql
@@ -20,6 +20,8 @@ def _stored(kind: Kind, value: Any) -> Any:
         return None
     if kind == "time":
         return sql.stamp(value)
+    if kind == "day":
+        return value.isoformat()
     if kind == "json":
         return json.dumps(value)
     return value
@@ -30,6 +32,8 @@ def _read(kind: Kind, value: Any) -> Any:
         return None
     if kind == "time":
         return datetime.fromisoformat(value)
+    if kind == "day":
+        return date.fromisoformat(value)
     if kind == "json":
         return json.loads(value)
     return value
@@ -45,13 +49,15 @@ class SQLiteRows:
         applied = set(await self.store.applied_migrations())
         return [name for name, _ in MIGRATIONS if name not in applied]
 
-    async def read(self, table: Table, after: Any, limit: int) -> list[Row]:
+    async def read(self, table: Table, after: tuple[Any, ...] | None, limit: int) -> list[Row]:
+        key = ", ".join(table.key)
         query = f"SELECT {', '.join(table.names)} FROM {table.name}"
         params: tuple[Any, ...] = ()
         if after is not None:
-            query += f" WHERE {table.key} > ?"
-            params = (after,)
-        query += f" ORDER BY {table.key} LIMIT ?"
+            query += f" WHERE ({key}) > ({', '.join('?' * len(after))})"
+            kinds = table.key_kinds
+            params = tuple(_stored(kind, value) for kind, value in zip(kinds, after, strict=True))
+        query += f" ORDER BY {key} LIMIT ?"
 
         def fetch(db: sqlite3.Connection) -> list[Row]:
             rows = db.execute(query, (*params, limit)).fetchall()
@@ -60,22 +66,29 @@ class SQLiteRows:
         return await self.store.db.read(fetch)
 
     async def write(self, table: Table, rows: list[Row]) -> int:
-        keys = [row[table.key] for row in rows]
+        key = ", ".join(table.key)
+        one = "(" + ", ".join("?" * len(table.key)) + ")"
+        kinds = table.key_kinds
+        keys = [
+            _stored(kind, value)
+            for row in rows
+            for kind, value in zip(kinds, table.key_of(row), strict=True)
+        ]
         marks = ", ".join("?" * len(table.columns))
 
         def insert(db: sqlite3.Connection) -> int:
             held = {
-                found[0]
+                tuple(_read(kind, value) for kind, value in zip(kinds, found, strict=True))
                 for found in db.execute(
-                    f"SELECT {table.key} FROM {table.name} "
-                    f"WHERE {table.key} IN ({', '.join('?' * len(keys))})",
+                    f"SELECT {key} FROM {table.name} "
+                    f"WHERE ({key}) IN (VALUES {', '.join([one] * len(rows))})",
                     keys,
                 ).fetchall()
             }
             missing = [
                 tuple(_stored(k, row[n]) for n, k in table.columns)
                 for row in rows
-                if row[table.key] not in held
+                if table.key_of(row) not in held
             ]
             db.executemany(
                 f"INSERT INTO {table.name} ({', '.join(table.names)}) VALUES ({marks})", missing
