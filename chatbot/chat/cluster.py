@@ -42,6 +42,7 @@ def job_to_json(job: Job) -> dict[str, Any]:
         "asker": job.asker, "parent": job.parent, "regenerate": job.regenerate,
         "reply_id": job.reply_id,
         "plan": None if job.plan is None else [job.plan.tokens_per_day, job.plan.tokens_per_month],
+        "request_id": job.request_id,
     }  # fmt: skip
 
 
@@ -53,6 +54,7 @@ def job_from_json(data: dict[str, Any]) -> Job:
         asker=data.get("asker"), parent=parent if parent == LEAF or parent is None else int(parent),
         regenerate=bool(data.get("regenerate")), reply_id=data.get("reply_id"),
         plan=None if plan is None else Quota(plan[0], plan[1]),
+        request_id=data.get("request_id"),
     )  # fmt: skip
 
 
