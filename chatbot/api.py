@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -12,13 +14,18 @@ from starlette.routing import Route
 
 from chatbot.auth import Identity, bearer_from_header
 from chatbot.errors import InvalidRequest, MessageNotFound, NotFound
-from chatbot.hub.base import Branch, Title
+from chatbot.hub.base import Branch, Hub, Title
 from chatbot.protocol import CLOSE_NOT_FOUND
 from chatbot.runtime import Runtime, runtime_of
-from chatbot.serialize import error_response, is_utf8, message_json, session_json
+from chatbot.serialize import is_utf8, message_json, session_json
+from chatbot.stores.base import SessionStore
+
+logger = logging.getLogger("chatbot.api")
 
 MAX_TITLE_CHARS = 200
 MAX_SESSION_ID_CHARS = 64
+#: Seconds ``/readyz`` waits for the store and the hub to answer.
+READY_TIMEOUT = 5.0
 
 
 async def _authenticate(request: Request) -> tuple[Runtime, Identity]:
@@ -226,19 +233,38 @@ async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
+async def _answers(name: str, ping: Callable[[], Awaitable[None]]) -> bool:
+    try:
+        async with asyncio.timeout(READY_TIMEOUT):
+            await ping()
+    except Exception as exc:
+        # The type alone: a driver's message may quote the database's address or user.
+        logger.warning("not ready: the %s does not answer (%s)", name, type(exc).__name__)
+        return False
+    return True
+
+
+async def readiness(store: SessionStore, hub: Hub) -> dict[str, str]:
+    """``ok`` or ``failed`` for the store and the hub, asked at once, each within
+    ``READY_TIMEOUT`` seconds."""
+    checks = {"store": store.ping, "hub": hub.ping}
+    answers = await asyncio.gather(*(_answers(name, ping) for name, ping in checks.items()))
+    return {name: "ok" if ok else "failed" for name, ok in zip(checks, answers, strict=True)}
+
+
 async def readyz(request: Request) -> Response:
+    """Ready when the store and the hub answer; else ``503`` naming what does not."""
     runtime = runtime_of(request)
-    try:
-        await runtime.store.ping()
-    except Exception:
-        return error_response(503, "not_ready", "the store does not answer")
-    try:
-        await runtime.hub.ping()
-    except Exception:
-        return error_response(
-            503, "not_ready", "the hub does not reach the other processes; it reconnects by itself"
-        )
-    return JSONResponse({"status": "ready"})
+    checks = await readiness(runtime.store, runtime.hub)
+    failed = [name for name, state in checks.items() if state != "ok"]
+    if not failed:
+        return JSONResponse({"status": "ready"})
+    verb = "does" if len(failed) == 1 else "do"
+    message = f"the {' and the '.join(failed)} {verb} not answer"
+    # The API's error shape, and which check failed: no address, no driver's message.
+    return JSONResponse(
+        {"error": {"code": "not_ready", "message": message}, "checks": checks}, status_code=503
+    )
 
 
 Handler = Callable[[Request], Awaitable[Response]]

@@ -27,7 +27,10 @@ from chatbot.cors import cors_middleware
 from chatbot.errors import AuthError, InvalidRequest, NotFound, TokenMissing
 from chatbot.jwt_secret import with_jwt_secret
 from chatbot.limits import limits_for
+from chatbot.logs import RequestIds
+from chatbot.metrics import metrics_route
 from chatbot.middleware import BodySizeLimit
+from chatbot.observe import Observer
 from chatbot.openapi import openapi
 from chatbot.protocol import CLOSE_GOING_AWAY
 from chatbot.registry import BackendRegistry
@@ -91,6 +94,8 @@ def create_app(
         logger.warning(note)
     verifier = TokenVerifier(settings)
     backends = BackendRegistry.from_settings(settings, backend_types)
+    # Built with the app, not its lifespan: /metrics serves this app's series.
+    observer = Observer.from_settings(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Runtime]]:
@@ -102,12 +107,14 @@ def create_app(
                 if applied:
                     logger.info("applied migrations: %s", ", ".join(applied))
             await backends.start()
-            hub, workers = coordination.build(store, backends, settings)
+            hub, workers = coordination.build(store, backends, settings, observer)
             await hub.start()
             limits = limits_for(settings, store)
             await limits.start()
             await workers.start()
-            runtime = Runtime(settings, store, backends, verifier, hub, workers, limits, Sockets())
+            runtime = Runtime(
+                settings, store, backends, verifier, hub, workers, limits, Sockets(), observer
+            )
             # The server's graceful shutdown (chatbot.server) finds the runtime here.
             app.state.chatbot = runtime
             # In the background: an identity provider that is down must not hold up the start.
@@ -129,6 +136,8 @@ def create_app(
                 await hub.aclose()
                 await backends.aclose()
                 app.state.chatbot = None
+                if observer.metrics is not None:
+                    observer.metrics.process_ends()
         finally:
             await store.close()
 
@@ -140,13 +149,17 @@ def create_app(
         WebSocketRoute("/ws/chat/", chat_endpoint),
         WebSocketRoute("/ws/chat", chat_endpoint),
     ]
+    if observer.metrics is not None:
+        routes.append(metrics_route(observer.metrics, settings.metrics_token))
     if settings.web_ui:
         routes += web.routes(settings)
     return Starlette(
         routes=routes,
         lifespan=lifespan,
         middleware=[
-            # Outermost, so that a 413 from the body limit also carries the CORS headers
+            # Outermost: every answer carries its X-Request-ID, a 413 and a preflight too.
+            Middleware(RequestIds),
+            # Then CORS, so that a 413 from the body limit also carries the CORS headers
             # (a front end on another origin could not read it otherwise).
             *cors_middleware(settings),
             # Outside the routes, so that a body too large is refused before any handler

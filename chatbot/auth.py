@@ -17,6 +17,7 @@ from typing import Any
 
 import jwt
 
+from chatbot import logs
 from chatbot.errors import ConfigError, TokenExpired, TokenInvalid, TokenMissing
 from chatbot.jwks import MAX_KID_CHARS, JwksCache, PublicKey, public_key_algorithms
 from chatbot.oidc import OidcKeys
@@ -159,7 +160,10 @@ class TokenVerifier:
             key = self._public_key
         else:
             key = self._secret
-        return self._decode(token, key, algorithm)
+        identity = self._decode(token, key, algorithm)
+        # The log lines of this request (or socket) from now on say whose they are.
+        logs.bind(user_id=identity.user_id)
+        return identity
 
     def _check_header(self, token: str) -> dict[str, Any]:
         """The token's header, once the token is well-formed and its ``alg`` is allowed.

@@ -1,5 +1,5 @@
 """The ``chatbot`` command: ``serve``, ``token``, ``open``, ``backends``, ``migrate``,
-``export``, ``import``, ``quota``, ``chat``."""
+``copy-store``, ``export``, ``import``, ``quota``, ``chat``."""
 
 from __future__ import annotations
 
@@ -37,6 +37,7 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from chatbot.jwt_secret import with_jwt_secret
+    from chatbot.logs import use_json
     from chatbot.redact import server_log_config
     from chatbot.settings import Settings
     from chatbot.signin import announce, default_user
@@ -55,6 +56,9 @@ def serve(args: argparse.Namespace) -> int:
     # line, whichever logger sends it (a plugin's, an SDK's) and uvicorn's request lines
     # included (a refused ?token=...).
     log_config = server_log_config(uvicorn.config.LOGGING_CONFIG)
+    if settings.log_format.lower() == "json":
+        # uvicorn's own lines too: one JSON object per line, whoever logs it.
+        log_config = use_json(log_config)
     common: dict[str, Any] = {
         "host": host,
         "port": port,
@@ -207,6 +211,20 @@ def migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def copy_store(args: argparse.Namespace) -> int:
+    """Copy a whole database to another store (SQLite to PostgreSQL, or back)."""
+    from chatbot.copy import Copied, copy_store
+
+    def show(copied: Copied) -> None:
+        print(f"{copied.table}: {copied.copied} copied, {copied.present} already there")
+        sys.stdout.flush()
+
+    report = asyncio.run(copy_store(args.source, args.target, progress=show))
+    if report.migrated:
+        print(f"migrated the target: {', '.join(report.migrated)}")
+    return 0
+
+
 def export(args: argparse.Namespace) -> int:
     """Write a user's sessions to stdout as JSON Lines."""
     from chatbot.cli_transfer import check_user, export_sessions
@@ -305,6 +323,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("migrate", help="apply pending database migrations")
     p.set_defaults(func=migrate)
+
+    p = commands.add_parser(
+        "copy-store",
+        help="copy every session, message and share to another database (SQLite to "
+        "PostgreSQL, or back)",
+        description="Copy every table, ids included, from the database of SOURCE_URL to that "
+        "of TARGET_URL (migrated first). Rows the target holds already are skipped: running "
+        "it again copies what is missing. Stop the servers of both databases first.",
+    )
+    p.add_argument("source", metavar="SOURCE_URL", help="e.g. sqlite:///./chatbot.db")
+    p.add_argument("target", metavar="TARGET_URL", help="e.g. postgresql://user@host/chatbot")
+    p.set_defaults(func=copy_store)
 
     p = commands.add_parser("export", help="write a user's sessions to stdout as JSON Lines")
     p.add_argument("--user", required=True, help="whose sessions: the `sub` of their tokens")

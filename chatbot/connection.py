@@ -112,6 +112,8 @@ class Connection:
         self.send_timeout = send_timeout
         #: When the client last sent a frame (time.monotonic), for the idle timeout.
         self.last_frame_at = time.monotonic()
+        #: The close code the client sent, when it closed before the server did.
+        self._client_close: int | None = None
 
     @property
     def closing(self) -> bool:
@@ -148,6 +150,19 @@ class Connection:
         if self._close is None:
             self._close = (code, reason)
             self._wake_writer()
+
+    def client_closed(self, code: int) -> None:
+        """The client closed the socket with ``code`` (an answer to the server's close if
+        the server closed first)."""
+        if self._close is None:
+            self._client_close = code
+
+    def closed_with(self) -> tuple[int, str]:
+        """The close code of a socket that is closing, and who closed it: ``client`` or
+        ``server``."""
+        if self._client_close is not None:
+            return self._client_close, "client"
+        return (self._close or (CLOSE_NORMAL, ""))[0], "server"
 
     def _wake_writer(self) -> None:
         if self._writer is None and not self._done:

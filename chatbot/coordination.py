@@ -14,6 +14,7 @@ from __future__ import annotations
 from chatbot.chat.worker import Workers
 from chatbot.hub.base import Hub
 from chatbot.hub.local import LocalHub
+from chatbot.observe import Observer
 from chatbot.registry import BackendRegistry
 from chatbot.settings import Settings
 from chatbot.stores.base import SessionStore
@@ -25,12 +26,15 @@ def shares_work(store: SessionStore) -> bool:
 
 
 def build(
-    store: SessionStore, backends: BackendRegistry, settings: Settings
+    store: SessionStore,
+    backends: BackendRegistry,
+    settings: Settings,
+    observer: Observer | None = None,
 ) -> tuple[Hub, Workers]:
     """The hub and the workers for ``store`` (not started)."""
     if not shares_work(store):
         hub = LocalHub()
-        return hub, Workers(store, backends, hub, settings)
+        return hub, Workers(store, backends, hub, settings, observer)
     from chatbot.chat.cluster import ClusterWorkers
     from chatbot.hub.postgres import PostgresHub
 
@@ -40,7 +44,7 @@ def build(
         load_newest=store.newest_replies,  # type: ignore[attr-defined]
     )
     workers = ClusterWorkers(
-        store, backends, shared, settings,
+        store, backends, shared, settings, observer,
         pool=store.pool, process=shared.process,  # type: ignore[attr-defined]
     )  # fmt: skip
     return shared, workers

@@ -18,10 +18,11 @@ from chatbot.settings import Settings
 
 #: Every method the API routes answer.
 METHODS = ("GET", "POST", "PATCH", "DELETE")
-#: The request headers a front end sends (Content-Type for JSON bodies).
-HEADERS = ("Authorization", "Content-Type")
-#: Response headers a front end may read besides the CORS-safelisted ones: a 401's reason.
-EXPOSED = ("WWW-Authenticate",)
+#: The request headers a front end sends (Content-Type for JSON bodies; its own request id).
+HEADERS = ("Authorization", "Content-Type", "X-Request-ID")
+#: Response headers a front end may read besides the CORS-safelisted ones: a 401's reason,
+#: the request id to quote in a bug report.
+EXPOSED = ("WWW-Authenticate", "X-Request-ID")
 #: Seconds a browser may reuse a preflight's answer.
 PREFLIGHT_MAX_AGE = 600
 

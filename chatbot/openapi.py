@@ -32,6 +32,7 @@ from chatbot.openapi_schemas import (
     message_id_query,
     ref,
 )
+from chatbot.runtime import runtime_of
 
 _PATHS: dict[str, Any] = {
     "/api/sessions": {
@@ -207,11 +208,39 @@ _PATHS: dict[str, Any] = {
     "/readyz": {
         "get": {
             "operationId": "readyz",
-            "summary": "Readiness: the store answers",
+            "summary": "Readiness: the store and the hub answer",
             "security": [],
             "responses": {
                 "200": json_response(ref("Status"), "Ready"),
-                "503": error("The store does not answer", "not_ready"),
+                "503": error(
+                    "The store or the hub does not answer; `checks` names which "
+                    '(`{"store": "failed", "hub": "ok"}`)',
+                    "not_ready",
+                ),
+            },
+        },
+    },
+    "/metrics": {
+        "get": {
+            "operationId": "metrics",
+            "summary": "Prometheus metrics, in the text exposition format (see "
+            "docs/operations.md). Without CHATBOT_METRICS_TOKEN it needs no token; with it, "
+            "that token as the bearer (not a user's JWT)",
+            "security": [],
+            "responses": {
+                "200": {
+                    "description": "Every series of this process (or, in multiprocess mode, "
+                    "of every process)",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                },
+                "401": {
+                    **error(
+                        "CHATBOT_METRICS_TOKEN is set and was not sent",
+                        "missing_token",
+                        "invalid_token",
+                    ),
+                    "headers": UNAUTHORIZED["headers"],
+                },
             },
         },
     },
@@ -234,7 +263,9 @@ _PATHS: dict[str, Any] = {
 PATHS: dict[str, Any] = {**_PATHS, **openapi_data.PATHS, **openapi_usage.PATHS}
 
 
-def document(root_path: str = "") -> dict[str, Any]:
+def document(root_path: str = "", *, metrics: bool = True) -> dict[str, Any]:
+    """The document of the routes served; without ``metrics``, no ``/metrics``."""
+    paths = PATHS if metrics else {p: item for p, item in PATHS.items() if p != "/metrics"}
     return {
         "openapi": "3.1.0",
         "info": {
@@ -248,7 +279,7 @@ def document(root_path: str = "") -> dict[str, Any]:
             "another user answers exactly like a missing one.",
         },
         "servers": [{"url": root_path or "/"}],
-        "paths": PATHS,
+        "paths": paths,
         "components": {
             "schemas": {**SCHEMAS, **openapi_usage.SCHEMAS},
             "securitySchemes": {
@@ -260,4 +291,5 @@ def document(root_path: str = "") -> dict[str, Any]:
 
 
 async def openapi(request: Request) -> Response:
-    return JSONResponse(document(request.scope.get("root_path", "")))
+    metrics = runtime_of(request).settings.metrics
+    return JSONResponse(document(request.scope.get("root_path", ""), metrics=metrics))

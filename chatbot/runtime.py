@@ -1,5 +1,5 @@
 """What the lifespan builds and the handlers use: the store, the backends, the verifier,
-the hub, the session workers and the open sockets."""
+the hub, the session workers, the open sockets and the observer."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from chatbot.auth import TokenVerifier
 from chatbot.chat.worker import Workers
 from chatbot.hub.base import Hub
 from chatbot.limits import UserLimits
+from chatbot.observe import Observer
 from chatbot.registry import BackendRegistry
 from chatbot.settings import Settings
 from chatbot.stores.base import SessionStore
@@ -34,6 +35,8 @@ class Runtime:
     workers: Workers
     limits: UserLimits
     sockets: Sockets
+    #: Counts and logs what happens to sockets and replies (chatbot.observe).
+    observer: Observer
 
     async def drain(self, grace: float, code: int, reason: str) -> None:
         """Shut down gracefully: take no new message, give the replies in flight ``grace``

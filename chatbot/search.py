@@ -2,7 +2,9 @@
 
 The store indexes messages in an SQLite FTS5 table (``message_search``, tokenizer
 ``unicode61 remove_diacritics 2``) whose ``scope`` column holds one token per row,
-``'u' || hex(owner)``. This module holds the pure functions around it:
+``'u' || hex(owner)``; the PostgreSQL store indexes :func:`folded_words` in a ``tsvector``
+the same way (:mod:`chatbot.stores.postgres_search`). This module holds the pure functions
+around them:
 
 * :func:`parse_query` reads what a user typed into a :class:`SearchQuery`: plain words and
   ``"quoted phrases"``. Nothing else is syntax: ``*``, ``:``, ``^``, ``(``, ``-``, ``NEAR``,

@@ -59,6 +59,7 @@ MAX_JWKS_REFRESH_SECONDS = 86_400
 SECRET_FILE_NAME = "jwt-secret"  # noqa: S105 (a file name, not a secret)
 #: uvicorn's log levels, which CHATBOT_LOG_LEVEL names.
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+LOG_FORMATS = ("text", "json")
 #: Every variable's name is this prefix and its field's name in upper case.
 PREFIX = "CHATBOT_"
 
@@ -200,6 +201,28 @@ class Settings:
         "info",
         "uvicorn's log level under `chatbot serve`",
         bound=OneOf(LOG_LEVELS, "a log level", ignore_case=True),
+    )
+    log_format: str = setting(
+        "text",
+        "how `chatbot serve` writes its log, uvicorn's lines included: `text` for people, "
+        "`json` one object per line for a log collector. See [operations](operations.md#logs)",
+        bound=OneOf(LOG_FORMATS, "a log format", ignore_case=True),
+    )
+    log_content: bool = setting(
+        False,
+        "put the user's message and the reply's text in each `reply_finished` line of the "
+        "`json` log; off, no message text reaches a log",
+    )
+    metrics: bool = setting(
+        True,
+        "serve Prometheus metrics at `/metrics`; `false` leaves it unanswered (`404`). See "
+        "[operations](operations.md#metrics)",
+    )
+    metrics_token: Secret | None = setting(  # noqa: RUF009
+        None,
+        "when set, `/metrics` answers only `Authorization: Bearer <this token>` (`401` else); "
+        "unset, it answers anyone who reaches it",
+        bound=LongSecret(MIN_SECRET_BYTES),
     )
     allowed_origins: tuple[str, ...] = setting(
         (),

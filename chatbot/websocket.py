@@ -21,9 +21,11 @@ from chatbot.auth import SUBPROTOCOL, Identity, bearer_from_header, bearer_from_
 from chatbot.chat.turn import Job
 from chatbot.connection import Connection
 from chatbot.errors import AuthError, InvalidRequest, NotFound, TooManySessions
+from chatbot.logs import current_request_id
 from chatbot.protocol import (
     CLOSE_FORBIDDEN,
     CLOSE_INTERNAL_ERROR,
+    CLOSE_NO_STATUS,
     CLOSE_NORMAL,
     CLOSE_NOT_FOUND,
     CLOSE_TOO_BIG,
@@ -43,6 +45,7 @@ logger = logging.getLogger("chatbot.websocket")
 
 async def _reject(websocket: WebSocket, subprotocol: str | None, code: int, reason: str) -> None:
     # Browsers cannot read the HTTP status of a refused upgrade, but they can read a close code.
+    runtime_of(websocket).observer.socket_refused(code, reason)
     await websocket.accept(subprotocol=subprotocol)
     await websocket.close(code, reason)
 
@@ -144,6 +147,7 @@ async def _chat(
         endpoint.cancel()
 
     connection.on_give_up = give_up
+    watch = runtime.observer.socket_opened(identity.user_id, session.id)
     try:
         await _read(websocket, connection, runtime, session, identity)
     except asyncio.CancelledError:
@@ -155,6 +159,7 @@ async def _chat(
         hub.unsubscribe(session.id, connection.deliver)
         timers.cancel()
         connection.close(CLOSE_NORMAL, "")
+        watch.closed(*connection.closed_with())
         await connection.finished()
         runtime.sockets.discard(connection)
 
@@ -210,6 +215,7 @@ async def _read(
     while not connection.closing:
         message = await websocket.receive()
         if message["type"] == "websocket.disconnect":
+            connection.client_closed(message.get("code", CLOSE_NO_STATUS))
             return
         connection.last_frame_at = time.monotonic()
         text = message.get("text")
@@ -265,6 +271,8 @@ async def _handle(
             raise InvalidRequest(
                 "invalid_message", "type must be 'message', 'regenerate', 'ping' or 'cancel'"
             )
+        job.request_id = current_request_id()
+        runtime.observer.message_received(kind)
         if not await _within_rate_limit(connection, runtime, owner, reply_to):
             return
         job.plan = identity.plan
@@ -274,6 +282,8 @@ async def _handle(
             _catch_up(runtime, connection)
         await runtime.workers.submit(session, job)
     except InvalidRequest as exc:
+        if exc.code == "busy":
+            runtime.observer.refused("busy")
         connection.send_error(exc.code, exc.message, exc.code == "busy", reply_to)
 
 
@@ -294,8 +304,10 @@ async def _within_rate_limit(
     if decision.allowed:
         return True
     if decision.refused > runtime.settings.flood_tolerance:
+        runtime.observer.refused("flooding")
         connection.close(CLOSE_TOO_MANY, "persistent flooding")
         return False
+    runtime.observer.refused("rate_limited")
     limit = runtime.settings.rate_limit_per_minute
     connection.send_error(
         "rate_limited",

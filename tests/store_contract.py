@@ -485,6 +485,35 @@ class StoreContract:
             raise AssertionError("the pages never ended")
         assert seen == ids
 
+    def test_any_string_is_stored_as_given(self, store: StoreHarness) -> None:
+        """U+0000 (which PostgreSQL's text and jsonb cannot hold), a private-use character
+        and the like, in every text a client or a backend gives, come back as given, and
+        an id holding one is a look-up like any other."""
+        odd = "nul\x00 mark\U0010fffd pair\U0010fffd0 \U0010fffdm end\x00"
+        session = store.create_session(
+            "alice", backend="echo", title=odd, model=odd, system_prompt=odd
+        )
+        question = store.add_user_message("alice", session.id, content=odd, client_id=odd)
+        reply = store.add_reply(
+            "alice", session.id, reply_to=question.message.id, content=odd, status="complete",
+            backend=odd, model=odd, usage={odd: [odd, 1]},
+        )  # fmt: skip
+        fetched = store.get_session("alice", session.id)
+        assert (fetched.title, fetched.model, fetched.system_prompt) == (odd, odd, odd)
+        page = store.list_messages("alice", session.id, limit=10)
+        assert page.messages == [question.message, reply]
+        assert reply.usage == {odd: [odd, 1]}
+        assert store.find_user_message("alice", session.id, odd) == question.message
+        assert store.find_user_message("alice", session.id, "nul\x00") is None
+        with pytest.raises(DuplicateMessage):
+            store.add_user_message("alice", session.id, content="again", client_id=odd)
+        # An owner or a session id that differs by one such character is another one.
+        assert store.list_sessions("alice\x00", limit=10).sessions == []
+        with pytest.raises(NotFound):
+            store.get_session("alice", session.id + "\x00")
+        with pytest.raises(NotFound):
+            store.get_session("alice\x00", session.id)
+
     # -- rename and delete ----------------------------------------------------------------
 
     def test_rename(self, store: StoreHarness) -> None:

@@ -262,6 +262,18 @@ class TreeContract:
         store.delete_session("alice", gone)
         assert store.search("alice", parse_query("okapi"), limit=5, offset=0) == []
 
+    def test_shares_and_search_take_any_string(self, store: StoreHarness) -> None:
+        sid = store.create_session("alice", backend="echo", title="t\x00").id
+        copy = [{"role": "user", "content": "zebra\x00crossing \U0010fffd0"}]
+        share = store.create_share("alice", sid, "share\x00", copy)
+        assert store.get_share("share\x00") == share
+        assert share.messages == copy and share.title == "t\x00"
+        with pytest.raises(NotFound):
+            store.get_share("share")
+        message = _ask(store, sid, "zebra\x00crossing")
+        hits = store.search("alice", parse_query("crossing zeb"), limit=5, offset=0)
+        assert [hit.message for hit in hits] == [message]
+
     # -- import ---------------------------------------------------------------------------
 
     def test_import_keeps_the_tree_and_the_leaf(self, store: StoreHarness) -> None:

@@ -138,8 +138,11 @@ def snapshot(server: LiveServer, session_id: str) -> tuple[Any, ...]:
 
 
 def answer(response: httpx.Response) -> tuple[int, bytes, list[tuple[str, str]]]:
-    """What a client can observe of a response, but its date."""
-    headers = sorted((k, v) for k, v in response.headers.items() if k.lower() != "date")
+    """What a client can observe of a response, but its date and its request id (each
+    request's own)."""
+    headers = sorted(
+        (k, v) for k, v in response.headers.items() if k.lower() not in ("date", "x-request-id")
+    )
     return response.status_code, response.content, headers
 
 
@@ -438,14 +441,15 @@ def test_b_s_search_finds_nothing_of_a_s(server: LiveServer, alice: AliceSession
 def close_of(
     server: LiveServer, token: str | None, session_id: str, path: str, **kwargs: Any
 ) -> tuple[Any, ...]:
-    """What B observes opening a socket on ``session_id``: the upgrade (but its date and
-    the key-dependent accept header), the frames before the close, the close."""
+    """What B observes opening a socket on ``session_id``: the upgrade (but its date, its
+    request id and the key-dependent accept header), the frames before the close, the
+    close."""
     with server.ws(token, session_id=session_id, path=path, **kwargs) as ws:
         assert ws.response is not None
         headers = sorted(
             (k.lower(), v)
             for k, v in ws.response.headers.raw_items()
-            if k.lower() not in ("date", "sec-websocket-accept")
+            if k.lower() not in ("date", "x-request-id", "sec-websocket-accept")
         )
         frames: list[str | bytes] = []
         try:

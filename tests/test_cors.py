@@ -94,7 +94,9 @@ def test_errors_carry_the_cors_headers(start_server: ServerFactory) -> None:
     assert unauthorized.headers["access-control-allow-origin"] == FRONT_END
     # The page may read why it was refused.
     assert unauthorized.headers["www-authenticate"] == "Bearer"
-    assert unauthorized.headers["access-control-expose-headers"] == "WWW-Authenticate"
+    assert unauthorized.headers["access-control-expose-headers"] == (
+        "WWW-Authenticate, X-Request-ID"
+    )
     with server.http(make_token()) as http:
         too_large = http.post(
             "/api/sessions",

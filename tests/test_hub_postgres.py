@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from chatbot.hub import wire
-from chatbot.hub.base import Closed, Delta, Event, Failure, Started, Title
+from chatbot.hub.base import Closed, Delta, Event, Failure, Reply, Started, Title
 from chatbot.hub.postgres import PostgresHub, channel_for
 from tests.postgres import fresh_schema
 
@@ -251,3 +251,52 @@ def test_a_lone_surrogate_is_sent_escaped() -> None:
     payload = wire.dumps({"t": "d", "x": "a\ud800b"})
     payload.encode("utf-8")
     assert json.loads(payload)["x"] == "a\ud800b"
+
+
+async def test_a_reply_stored_while_the_hub_was_away_reaches_its_sockets(url: str) -> None:
+    """Notifications sent while a hub is disconnected are lost; the reply is not: once the
+    hub listens again it reads what its sockets missed from the rows."""
+    import asyncpg
+
+    from chatbot.stores.postgres import PostgresStore
+
+    store = PostgresStore(url)
+    await store.open()
+    await store.migrate()
+    session = await store.create_session("alice", backend="echo")
+    stored = await store.add_user_message("alice", session.id, content="hi", client_id="c1")
+    away = asyncio.Event()
+
+    async def connect(dsn: str) -> Any:
+        if away.is_set():
+            raise OSError("the database is unreachable")
+        return await asyncpg.connect(dsn)
+
+    a = PostgresHub(url, load_reply=store.message_by_id, load_newest=store.newest_replies)
+    b = PostgresHub(
+        url, load_reply=store.message_by_id, load_newest=store.newest_replies, connect=connect
+    )
+    await a.start()
+    await b.start()
+    try:
+        seen = Recorder()
+        b.subscribe(session.id, seen)
+        away.set()
+        admin = await asyncpg.connect(url)
+        await admin.fetchval("SELECT pg_terminate_backend($1)", b._connection.get_server_pid())
+        await admin.close()
+        while b.connected:  # until b has noticed
+            await asyncio.wait_for(b._lost.wait(), 10)
+        reply = await store.add_reply(
+            "alice", session.id, reply_to=stored.message.id, content="Echo: hi",
+            status="complete",
+        )  # fmt: skip
+        a.publish(Reply(session.id, reply, "c1"))  # sent while b is away: lost
+        away.clear()
+        await asyncio.wait_for(b.wait_opens(2), 15)
+        await seen.until(lambda events: bool(events))
+        assert seen.events == [Reply(session.id, reply, "c1")]
+    finally:
+        await a.aclose()
+        await b.aclose()
+        await store.close()

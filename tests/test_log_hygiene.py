@@ -5,6 +5,7 @@ any logger, passes the redaction filter once."""
 from __future__ import annotations
 
 import base64
+import json
 import os
 import socket
 import struct
@@ -57,14 +58,18 @@ ANTHROPIC_KEY = "sk-ant-api03-Abc123_def456-GHI789jkl012MNO345pqr678STU901vwx-AA
 FOREIGN = ("chatbot_anthropic", "anthropic._base_client", "httpx", "asyncio", "some.plugin")
 
 # Configures logging from the JSON in argv[1] (or as `chatbot serve` does when it is
-# "serve"), then logs what a plugin, an SDK or the server may: credentials in the message,
-# in its arguments and in an exception's text.
+# "serve", and with CHATBOT_LOG_FORMAT=json when it is "serve-json"), then logs what a
+# plugin, an SDK or the server may: credentials in the message, in its arguments and in an
+# exception's text.
 LOGGING_SCRIPT = f"""
 import json, logging, logging.config, sys
-if sys.argv[1] == "serve":
+if sys.argv[1] in ("serve", "serve-json"):
     import uvicorn.config
+    from chatbot.logs import use_json
     from chatbot.redact import server_log_config
     config = server_log_config(uvicorn.config.LOGGING_CONFIG)
+    if sys.argv[1] == "serve-json":
+        config = use_json(config)
 else:
     config = json.loads(sys.argv[1])
 logging.config.dictConfig(config)
@@ -109,6 +114,16 @@ def assert_all_redacted_once(output: str) -> None:
 
 def test_chatbot_serve_passes_every_logger_through_the_filter_once() -> None:
     assert_all_redacted_once(log_with("serve"))
+
+
+def test_json_logs_pass_every_logger_through_the_filter_once() -> None:
+    output = log_with("serve-json")
+    assert_all_redacted_once(output)
+    records = [json.loads(line) for line in output.splitlines()]
+    [failure] = [r for r in records if r["message"] == "a plugin failed"]
+    assert (failure["logger"], failure["level"]) == ("some.plugin", "ERROR")
+    assert failure["exception"].startswith("Traceback (most recent call last):")
+    assert failure["exception"].endswith("RuntimeError: the SDK failed with [redacted]")
 
 
 def test_the_documented_log_config_passes_every_logger_through_the_filter_once() -> None:

@@ -181,10 +181,10 @@ def conversation(server: LiveServer, token: str = ALICE) -> Conversation:
 
 
 def test_every_operation_of_the_document_is_fuzzed() -> None:
-    assert len(OPERATIONS) == 20
+    assert len(OPERATIONS) == 21
     assert len(SESSION_OPERATIONS) == 10
     assert len(ID_OPERATIONS) == 11
-    assert len(FUZZ_CASES) == 29
+    assert len(FUZZ_CASES) == 30
 
 
 @pytest.mark.parametrize(("method", "path", "mode"), FUZZ_CASES)

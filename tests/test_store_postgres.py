@@ -76,6 +76,28 @@ def test_migrating_an_empty_schema_creates_the_schema(
     assert recorded[0]["applied_at"].utcoffset() == timedelta(0)
 
 
+def test_every_foreign_key_has_an_index_to_check_it(store: StoreHarness, postgres_url: str) -> None:
+    """Deleting a row looks up the rows that refer to it: without an index that starts with
+    the referring columns, each deleted message would read the whole table."""
+    schema = postgres_url.rsplit("search_path=", 1)[1]
+    keys = run_sql(
+        postgres_url,
+        "SELECT c.conrelid::regclass::text AS tab, c.conkey::int[] AS cols FROM pg_constraint c "
+        "JOIN pg_namespace n ON n.oid = c.connamespace WHERE c.contype = 'f' AND n.nspname = $1",
+        schema,
+    )
+    assert len(keys) == 4  # messages: session, parent, reply; shares: session
+    for key in keys:
+        leading = run_sql(
+            postgres_url,
+            "SELECT i.indexrelid::regclass::text AS name FROM pg_index i "
+            "WHERE i.indrelid = $1::regclass "
+            "AND (i.indkey::int[])[0:cardinality($2::int[]) - 1] = $2::int[]",
+            key["tab"], key["cols"],
+        )  # fmt: skip
+        assert leading, f"no index starts with the columns {key['cols']} of {key['tab']}"
+
+
 def test_rows_are_stored_with_their_types(store: StoreHarness, postgres_url: str) -> None:
     session = store.create_session("alice", backend="echo")
     question = store.add_user_message("alice", session.id, content="hi").message
@@ -136,6 +158,14 @@ def test_search_phrases_single_letters_and_scope(store: StoreHarness) -> None:
     assert found("a") == {exact.id, swapped.id}
     assert found("t") == set()
     assert found("tr") == {exact.id, swapped.id}
+    # Two to four characters are looked up as indexed prefixes, the word itself included;
+    # longer ones as prefixes of the words.
+    assert found("tak") == found("take") == {exact.id, swapped.id}
+    assert found("takes") == {swapped.id}
+    assert found("the tra") == found("th") == {exact.id, swapped.id}
+    assert found("trains") == found("thee") == set()
+    # A prefix is not a word of a phrase.
+    assert found('"th train"') == found('"take th"') == set()
     # The user's words never reach another owner's scope lexeme, however they start.
     assert found("u", owner="bob") == set()
     assert found("u0 u1 u2 u3 u4 u5 u6 u7 u8 u9 ua ub uc ud ue uf", owner="bob") == set()
@@ -163,6 +193,7 @@ def test_store_for_a_postgresql_url_takes_the_pool_size() -> None:
 def test_a_missing_driver_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "asyncpg", None)  # import asyncpg now fails
     monkeypatch.delitem(sys.modules, "chatbot.stores.postgres")
+    monkeypatch.delitem(sys.modules, "chatbot.stores.postgres_db")
     with pytest.raises(ConfigError) as raised:
         store_for_url("postgresql://u@db.example/chat")
     assert "pip install 'chatbot[postgres]'" in str(raised.value)

@@ -11,6 +11,7 @@ import contextlib
 import json
 import re
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 from chatbot.search import parse_query
@@ -118,8 +119,30 @@ def recording(store: PostgresStore) -> Iterator[list[tuple[str, tuple[Any, ...]]
         connection.remove_query_logger(record)
 
 
+def literal(value: Any) -> str:
+    """``value`` written as an SQL constant (EXPLAIN EXECUTE takes no parameters)."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool | int):
+        return str(value).lower()
+    if isinstance(value, list):
+        return "'{" + ",".join(map(str, value)) + "}'"
+    text = value.isoformat() if isinstance(value, datetime) else str(value)
+    return "'" + text.replace("'", "''") + "'"
+
+
 async def explain(db: Any, statement: str, args: tuple[Any, ...], *options: str) -> Any:
-    text = await db.fetchval(f"EXPLAIN ({', '.join(('FORMAT JSON', *options))}) {statement}", *args)
+    """The plan of ``statement`` with ``args``, as PostgreSQL makes it for a prepared
+    statement (the driver prepares each one) under the session's ``plan_cache_mode``.
+    EXPLAIN of the statement itself would plan for the values given: a custom plan."""
+    await db.execute(f"PREPARE planned AS {statement}")
+    try:
+        values = f"({', '.join(map(literal, args))})" if args else ""
+        text = await db.fetchval(
+            f"EXPLAIN ({', '.join(('FORMAT JSON', *options))}) EXECUTE planned{values}"
+        )
+    finally:
+        await db.execute("DEALLOCATE planned")
     return json.loads(text)[0]["Plan"]
 
 
@@ -169,9 +192,21 @@ def test_every_statement_reads_through_an_index(postgres_url: str) -> None:
     # owner's activity index.
     assert "messages_pkey" in indexes("WITH RECURSIVE up(id, parent_id, n)")
     assert "messages_parent" in indexes("parent_id = ANY(")
-    assert "messages_parent" in indexes("WITH RECURSIVE down(id)")
-    assert "messages_parent" in indexes("WITH RECURSIVE sub(id)")
-    assert "messages_search" in indexes("@@")
+    # A step down the tree looks up the children of the messages reached so far, rather
+    # than reading the whole session at each step.
+    for walk in ("down", "sub"):
+        lookups = [
+            n.get("Index Cond", "")
+            for _, statement, plan in planned
+            if f"WITH RECURSIVE {walk}(id)" in statement
+            for n in nodes(plan)
+            if n.get("Index Name") == "messages_parent"
+        ]
+        step = re.compile(rf"parent_id = {walk}(_\d+)?\.id\b")
+        assert lookups and all(step.search(c) for c in lookups), lookups
+    for mode in ("force_custom_plan", "force_generic_plan"):
+        (search,) = [p for m, s, p in planned if m == mode and "@@" in s]
+        assert "messages_search" in {n.get("Index Name") for n in nodes(search)}, mode
     assert "sessions_owner_activity" in indexes("ORDER BY updated_at DESC")
     assert "shares_session" in indexes("FROM shares WHERE session_id")
     assert "shares_pkey" in indexes("FROM shares WHERE id = $1")

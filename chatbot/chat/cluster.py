@@ -25,6 +25,7 @@ from chatbot.chat.turn import Job
 from chatbot.chat.worker import Workers, _Session
 from chatbot.errors import InvalidRequest, NotFound
 from chatbot.hub.base import Hub
+from chatbot.observe import Observer
 from chatbot.registry import BackendRegistry
 from chatbot.settings import Settings
 from chatbot.stores import postgres_work as sql
@@ -41,6 +42,7 @@ def job_to_json(job: Job) -> dict[str, Any]:
         "asker": job.asker, "parent": job.parent, "regenerate": job.regenerate,
         "reply_id": job.reply_id,
         "plan": None if job.plan is None else [job.plan.tokens_per_day, job.plan.tokens_per_month],
+        "request_id": job.request_id,
     }  # fmt: skip
 
 
@@ -52,6 +54,7 @@ def job_from_json(data: dict[str, Any]) -> Job:
         asker=data.get("asker"), parent=parent if parent == LEAF or parent is None else int(parent),
         regenerate=bool(data.get("regenerate")), reply_id=data.get("reply_id"),
         plan=None if plan is None else Quota(plan[0], plan[1]),
+        request_id=data.get("request_id"),
     )  # fmt: skip
 
 
@@ -66,11 +69,12 @@ class ClusterWorkers(Workers):
         backends: BackendRegistry,
         hub: Hub,
         settings: Settings,
+        observer: Observer | None = None,
         *,
         pool: Any,
         process: str,
     ) -> None:
-        super().__init__(store, backends, hub, settings)
+        super().__init__(store, backends, hub, settings, observer)
         self.pool = pool
         self.process = process
         self.timeout = settings.process_timeout
@@ -118,7 +122,7 @@ class ClusterWorkers(Workers):
         done: int | None = None
         try:
             while True:
-                row = await self._next(session.id, done)
+                row = await self._next(session.id, done, busy.failed)
                 if row is None:
                     break
                 done, job = row
@@ -132,14 +136,16 @@ class ClusterWorkers(Workers):
             if self._busy.get(session.id) is busy:
                 del self._busy[session.id]
 
-    async def _next(self, session_id: str, done: int | None) -> tuple[int, Job] | None:
+    async def _next(
+        self, session_id: str, done: int | None, failed: bool = False
+    ) -> tuple[int, Job] | None:
         """The next job of a session this process answers, the one answered removed; on a
         database that does not answer, try again until it does (the job stays queued)."""
         wait = 0.2
         while True:
             try:
                 row = await self.pool.fetchrow(
-                    sql.NEXT_JOB, session_id, self.process, done, self._closing
+                    sql.NEXT_JOB, session_id, self.process, done, self._closing, failed
                 )
             except Exception as exc:
                 if self._closing:
@@ -191,7 +197,7 @@ class ClusterWorkers(Workers):
                 session = await self.store.get_session(owner, session_id)
             except NotFound:
                 # Answered or deleted meanwhile: let it go again rather than hold it.
-                await self.pool.fetchrow(sql.NEXT_JOB, session_id, self.process, None, True)
+                await self.pool.fetchrow(sql.NEXT_JOB, session_id, self.process, None, True, False)
                 continue
             logger.info("answering the messages another process left on a session")
             self._run(session)

@@ -28,6 +28,7 @@ from chatbot.errors import (
     MessageNotFound,
 )
 from chatbot.hub.base import Branch, Delta, Event, Failure, Reply, Started
+from chatbot.observe import Observer
 from chatbot.quotas import QuotaCheck
 from chatbot.registry import BackendRegistry
 from chatbot.stores.base import LEAF, Message, Session, SessionStore, Status
@@ -59,6 +60,8 @@ class Job:
     reply_id: int | None = None
     #: The quota plan of the sender's token (``CHATBOT_QUOTA_CLAIM``), if any.
     plan: Quota | None = None
+    #: The request id of the socket that sent it, for the log lines of its turn.
+    request_id: str | None = None
 
 
 @dataclass
@@ -117,6 +120,7 @@ class Turn:
         publish: Callable[[Event], None],
         system_prompt: str | None = None,
         quota: QuotaCheck | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self.job = job
         self.quota = quota
@@ -134,6 +138,7 @@ class Turn:
         #: The reply this turn stored, once it has.
         self.reply: Message | None = None
         self._task: asyncio.Task[Any] | None = None
+        self.watch = (observer or Observer()).reply(job, window.session.id)
 
     def cancel(self) -> bool:
         """Stop the reply (before the stream starts, the flag alone keeps the backend from
@@ -303,6 +308,7 @@ class Turn:
                 self.publish(Reply(session.id, known.reply, job.client_id, only=job.asker))
             return None
         self.reply = reply
+        self.watch.finished(reply, failure.kind if failure is not None else None)
         if failure is None:
             self.publish(Reply(session.id, reply, job.client_id))
         else:
@@ -369,7 +375,8 @@ class Turn:
         for index, (backend, request) in enumerate(attempts):
             self.backend, self.model = backend.name, request.model
             try:
-                await self._attempt(backend, request)
+                with self.watch.call(backend, request.model):
+                    await self._attempt(backend, request)
                 return
             except BackendError as exc:
                 # Falling back after text was sent would repeat or contradict it. A session's
@@ -379,6 +386,7 @@ class Turn:
                 final = exc.kind == "backend_error" and not exc.retryable
                 if self.parts or last or (index == 0 and final):
                     raise
+                self.watch.fell_back(backend.name, attempts[index + 1][0].name)
                 logger.warning(
                     "backend %r failed before its first token (%s); %r answers instead",
                     backend.name, exc.kind, attempts[index + 1][0].name,
@@ -409,6 +417,7 @@ class Turn:
                     if not started:
                         started = True
                         self.publish(Started(session_id, reply_to))
+                        self.watch.first_chunk()
                     self.parts.append(item)
                     self.publish(Delta(session_id, item, reply_to))
                     # Let the sockets' writers run even when chunks arrive all at once.

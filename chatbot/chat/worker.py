@@ -19,6 +19,7 @@ from chatbot.chat.titles import make_title
 from chatbot.chat.turn import UNKNOWN, Job, Turn, Window
 from chatbot.errors import DuplicateMessage, InvalidRequest, MessageNotFound, NotFound
 from chatbot.hub.base import Branch, Failure, Hub, Title
+from chatbot.observe import Observer
 from chatbot.quotas import QuotaCheck, default_quota
 from chatbot.registry import BackendRegistry
 from chatbot.settings import Settings
@@ -39,6 +40,8 @@ class _Session:
     queue: collections.deque[Job] = field(default_factory=collections.deque)
     task: asyncio.Task[None] | None = None
     turn: Turn | None = None
+    #: Whether the last turn ended without a reply stored as answered (an error frame).
+    failed: bool = False
 
     def pending_ids(self) -> set[str]:
         jobs = [*self.queue, *([self.turn.job] if self.turn else [])]
@@ -49,9 +52,15 @@ class Workers:
     """Every busy session of this process, and the windows of recent ones."""
 
     def __init__(
-        self, store: SessionStore, backends: BackendRegistry, hub: Hub, settings: Settings
+        self,
+        store: SessionStore,
+        backends: BackendRegistry,
+        hub: Hub,
+        settings: Settings,
+        observer: Observer | None = None,
     ) -> None:
         self.store = store
+        self.observer = observer
         self.backends = backends
         self.hub = hub
         self.settings = settings
@@ -198,15 +207,18 @@ class Workers:
         self, busy: _Session, session: Session, window: Window, job: Job
     ) -> Window | None:
         """Answer one job; the window after it, or ``None`` if the session is gone."""
+        busy.failed = True
         try:
             # Current from now on, so that a cancel or a repeated id sent while the user
             # message is being stored already finds it.
             busy.turn = Turn(
                 job, window, store=self.store, backends=self.backends,
                 publish=self.hub.publish, system_prompt=self.settings.system_prompt,
-                quota=self.quota,
+                quota=self.quota, observer=self.observer,
             )  # fmt: skip
             window = await busy.turn.run()
+            reply = busy.turn.reply
+            busy.failed = reply is None or reply.status == "error"
             self._title_after(window, busy.turn)
         except InvalidRequest as exc:
             # An edit of a message that is not there, a regeneration of no reply.

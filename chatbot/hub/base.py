@@ -141,5 +141,6 @@ class Hub(abc.ABC):
     async def aclose(self) -> None:  # noqa: B027
         """Release what :meth:`start` opened."""
 
-    async def ping(self) -> None:  # noqa: B027
-        """Raise if the hub cannot carry events between processes now (``/readyz``)."""
+    async def ping(self) -> None:  # noqa: B027 (a hook: a hub in memory has nothing to check)
+        """Raise if the hub cannot carry events (a hub across processes: its listener is
+        down); ``/readyz`` calls it."""

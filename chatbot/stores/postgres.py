@@ -1,39 +1,16 @@
-"""The PostgreSQL session store, on an asyncpg connection pool.
+"""The PostgreSQL session store.
 
 Each write is one transaction (READ COMMITTED) that starts by updating the session's row,
 whose lock orders the writes to one session across every process; each read of several
-statements is one REPEATABLE READ, READ ONLY transaction, so it sees one snapshot.
-
-Durability and group commit: a write returns once PostgreSQL has committed it, and with
-the server's default ``synchronous_commit = on`` that means its WAL is flushed to disk. No
-batching is needed here, unlike on SQLite: when several transactions commit at once, the
-first backend to flush the WAL flushes the others' commit records with its own, and those
-find their records already on disk (PostgreSQL's own group commit; ``commit_delay`` can
-widen the groups on a busy server).
-
-The pool is public (:attr:`PostgresStore.pool`) for other parts of the server that keep
-state in the same database. Its connections decode ``jsonb`` to Python objects and
-encode them from Python objects.
+statements is one REPEATABLE READ, READ ONLY transaction, so it sees one snapshot (see
+:mod:`chatbot.stores.postgres_db` for the pool, and what a commit guarantees).
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-from collections.abc import AsyncIterator
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
-from chatbot.errors import ConfigError, MessageNotFound, NotFound, TooManySessions
-
-try:
-    import asyncpg
-except ImportError:
-    raise ConfigError(
-        "CHATBOT_DATABASE_URL names a PostgreSQL database, whose driver is not installed; "
-        "install it with: pip install 'chatbot[postgres]'"
-    ) from None
-
+from chatbot.errors import MessageNotFound, NotFound, TooManySessions
 from chatbot.search import SearchQuery
 from chatbot.stores import postgres_migrations as migrations
 from chatbot.stores import postgres_sql as sql
@@ -55,35 +32,10 @@ from chatbot.stores.base import (
     new_session_id,
     utcnow,
 )
+from chatbot.stores.postgres_db import DATABASE_ERRORS, DEFAULT_POOL_SIZE, Database
 from chatbot.stores.postgres_search import search_query, search_vector, terms_query
-from chatbot.stores.postgres_sql import Connection
 from chatbot.stores.postgres_usage import PostgresUsage, record
 from chatbot.transfer import ImportedSession
-
-#: Connections of the pool unless CHATBOT_DATABASE_POOL_SIZE says otherwise.
-DEFAULT_POOL_SIZE = 10
-#: Seconds to wait for a connection to the server before giving up.
-CONNECT_TIMEOUT = 10.0
-#: What a failure to reach or use the database is, for the one-line ConfigError.
-_DATABASE_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
-
-
-def describe_url(url: str) -> str:
-    """The database a URL names, without its password: for messages and logs."""
-    parts = urlsplit(url)
-    user = f"{parts.username}@" if parts.username else ""
-    try:
-        port = f":{parts.port}" if parts.port else ""
-    except ValueError:
-        port = ""
-    return f"{parts.scheme}://{user}{parts.hostname or ''}{port}{parts.path}"
-
-
-async def _prepare_connection(connection: Connection) -> None:
-    """Each new connection of the pool exchanges ``jsonb`` as Python objects."""
-    await connection.set_type_codec(
-        "jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
-    )
 
 
 class PostgresStore(PostgresUsage, SessionStore):
@@ -95,79 +47,36 @@ class PostgresStore(PostgresUsage, SessionStore):
     """
 
     def __init__(self, url: str, *, pool_size: int = DEFAULT_POOL_SIZE) -> None:
-        if urlsplit(url).scheme not in ("postgresql", "postgres"):
-            raise ConfigError(
-                f"not a PostgreSQL URL: {describe_url(url)}; write "
-                "postgresql://user:password@host:5432/database"
-            )
-        if pool_size < 1:
-            raise ConfigError(
-                f"the pool of PostgreSQL connections needs 1 or more, not {pool_size}"
-            )
+        self.db = Database(url, pool_size)
         self.url = url
         self.pool_size = pool_size
-        self._pool: Any = None
 
     @property
     def pool(self) -> Any:
-        """The asyncpg pool (an ``asyncpg.Pool``), for other state kept in this database."""
-        if self._pool is None:
-            raise RuntimeError("the store is not open")
-        return self._pool
-
-    def _unusable(self, exc: BaseException) -> ConfigError:
-        reason = str(exc).strip() or type(exc).__name__
-        return ConfigError(
-            f"cannot use the PostgreSQL database {describe_url(self.url)}: {reason}; check "
-            "CHATBOT_DATABASE_URL (user, password, host, port, database) and that the server "
-            "accepts connections"
-        )
+        """The ``asyncpg.Pool``, for other state the server keeps in this database (its
+        connections exchange ``jsonb`` as Python objects, and any string as text: see
+        :mod:`chatbot.stores.postgres_codecs`)."""
+        return self.db.pool
 
     async def open(self) -> None:
-        try:
-            self._pool = await asyncpg.create_pool(
-                self.url,
-                min_size=1,
-                max_size=self.pool_size,
-                init=_prepare_connection,
-                timeout=CONNECT_TIMEOUT,
-            )
-        except (*_DATABASE_ERRORS, ValueError) as exc:
-            raise self._unusable(exc) from None
+        await self.db.open()
 
     async def close(self) -> None:
-        if self._pool is not None:
-            pool, self._pool = self._pool, None
-            await pool.close()
-
-    @contextlib.asynccontextmanager
-    async def _write(self) -> AsyncIterator[Connection]:
-        """A connection inside a transaction, committed when the block ends."""
-        async with self.pool.acquire() as db, db.transaction():
-            yield db
-
-    @contextlib.asynccontextmanager
-    async def _snapshot(self) -> AsyncIterator[Connection]:
-        """A connection inside a read-only transaction that sees one snapshot."""
-        async with (
-            self.pool.acquire() as db,
-            db.transaction(isolation="repeatable_read", readonly=True),
-        ):
-            yield db
+        await self.db.close()
 
     async def migrate(self) -> list[str]:
         try:
             async with self.pool.acquire() as db:
                 return await migrations.migrate(db)
-        except _DATABASE_ERRORS as exc:
-            raise self._unusable(exc) from None
+        except DATABASE_ERRORS as exc:
+            raise self.db.unusable(exc) from None
 
     async def applied_migrations(self) -> list[str]:
         try:
             async with self.pool.acquire() as db:
                 return await migrations.applied_migrations(db)
-        except _DATABASE_ERRORS as exc:
-            raise self._unusable(exc) from None
+        except DATABASE_ERRORS as exc:
+            raise self.db.unusable(exc) from None
 
     async def ping(self) -> None:
         await self.pool.fetchval("SELECT 1")
@@ -189,7 +98,7 @@ class PostgresStore(PostgresUsage, SessionStore):
             id=new_session_id(), owner=owner, title=title, backend=backend, model=model,
             system_prompt=system_prompt, created_at=now, updated_at=now,
         )  # fmt: skip
-        async with self._write() as db:
+        async with self.db.write() as db:
             if limit is not None:
                 await sql.lock_owner_sessions(db, owner)
                 count = await db.fetchval("SELECT count(*) FROM sessions WHERE owner = $1", owner)
@@ -256,7 +165,7 @@ class PostgresStore(PostgresUsage, SessionStore):
         query = "UPDATE sessions SET title = $1 WHERE id = $2 AND owner = $3"
         if only_if_untitled:
             query += " AND title IS NULL"
-        async with self._write() as db:
+        async with self.db.write() as db:
             row = await db.fetchrow(
                 f"{query} RETURNING {sql.SESSION_COLUMNS}", title, session_id, owner
             )
@@ -278,7 +187,7 @@ class PostgresStore(PostgresUsage, SessionStore):
         parent: int | Literal["leaf"] | None = LEAF,
     ) -> UserMessage:
         now = utcnow()
-        async with self._write() as db:
+        async with self.db.write() as db:
             message, leaf = await sql.insert_message(
                 db, owner, session_id, now, role="user", content=content,
                 client_id=client_id, parent=parent,
@@ -324,7 +233,7 @@ class PostgresStore(PostgresUsage, SessionStore):
         usage: dict[str, Any] | None = None,
     ) -> Message:
         now = utcnow()
-        async with self._write() as db:
+        async with self.db.write() as db:
             message, _ = await sql.insert_message(
                 db, owner, session_id, now, role=role, content=content, status=status,
                 client_id=client_id, reply_to=reply_to, backend=backend, model=model,
@@ -345,7 +254,7 @@ class PostgresStore(PostgresUsage, SessionStore):
         usage: dict[str, Any] | None = None,
     ) -> Message:
         now = utcnow()
-        async with self._write() as db:
+        async with self.db.write() as db:
             await sql.touch(db, owner, session_id, now, 0)
             row = await db.fetchrow(
                 "UPDATE messages SET content = $1, status = $2, backend = $3, model = $4, "
@@ -364,25 +273,25 @@ class PostgresStore(PostgresUsage, SessionStore):
     async def find_user_message(
         self, owner: str, session_id: str, client_id: str, role: Role = "user"
     ) -> Message | None:
-        async with self._snapshot() as db:
+        async with self.db.snapshot() as db:
             if not await sql.owns(db, owner, session_id):
                 return None
             return await sql.find_user_message(db, session_id, client_id, role)
 
     async def find_reply(self, owner: str, session_id: str, message_id: int) -> Message | None:
-        async with self._snapshot() as db:
+        async with self.db.snapshot() as db:
             if not await sql.owns(db, owner, session_id):
                 return None
             return await sql.find_reply(db, session_id, message_id)
 
     async def get_message(self, owner: str, session_id: str, message_id: int) -> Message:
-        async with self._snapshot() as db:
+        async with self.db.snapshot() as db:
             if not await sql.owns(db, owner, session_id):
                 raise NotFound()
             return await sql.get_message(db, session_id, message_id)
 
     async def all_messages(self, owner: str, session_id: str) -> list[Message]:
-        async with self._snapshot() as db:
+        async with self.db.snapshot() as db:
             if not await sql.owns(db, owner, session_id):
                 raise NotFound()
             rows = await db.fetch(
@@ -403,7 +312,7 @@ class PostgresStore(PostgresUsage, SessionStore):
         after: int | None = None,
         leaf_id: int | None = None,
     ) -> MessagePage:
-        async with self._snapshot() as db:
+        async with self.db.snapshot() as db:
             return await tree.page(
                 db, owner, session_id, limit=limit, before=before, after=after, leaf_id=leaf_id
             )
@@ -411,7 +320,7 @@ class PostgresStore(PostgresUsage, SessionStore):
     async def branch_to(
         self, owner: str, session_id: str, message_id: int, *, limit: int
     ) -> list[Message]:
-        async with self._snapshot() as db:
+        async with self.db.snapshot() as db:
             if not await sql.owns(db, owner, session_id):
                 raise NotFound()
             ids = await sql.branch_ids(db, session_id, message_id, below=sql.NO_BOUND, want=limit)
@@ -421,14 +330,14 @@ class PostgresStore(PostgresUsage, SessionStore):
             return await sql.messages_by_id(db, ids)
 
     async def newest_reply(self, owner: str, session_id: str) -> Message | None:
-        async with self._snapshot() as db:
+        async with self.db.snapshot() as db:
             return await tree.newest_reply(db, owner, session_id)
 
     async def switch_branch(
         self, owner: str, session_id: str, message_id: int, *, descend: bool = True
     ) -> Session:
         now = utcnow()
-        async with self._write() as db:
+        async with self.db.write() as db:
             await sql.touch(db, owner, session_id, now, 0)
             if not await sql.has_message(db, session_id, message_id):
                 raise MessageNotFound()
@@ -439,7 +348,7 @@ class PostgresStore(PostgresUsage, SessionStore):
 
     async def delete_message(self, owner: str, session_id: str, message_id: int) -> Session:
         now = utcnow()
-        async with self._write() as db:
+        async with self.db.write() as db:
             return await tree.delete(db, owner, session_id, message_id, now)
 
     # -- search, import, shares -----------------------------------------------------------
@@ -450,14 +359,18 @@ class PostgresStore(PostgresUsage, SessionStore):
         terms = None if query.empty else terms_query(query)
         if terms is None:
             return []
-        # Equal matches newest first by when they were written, not by id: an import
-        # stores an old conversation under new ids. The id only settles exact ties.
+        # The matches come from the GIN index alone (the owner's scope lexeme is in the
+        # query), whatever the planner would guess for an owner it cannot see in a generic
+        # plan; the owner is checked again on the session. Equal matches newest first by
+        # when they were written, not by id: an import stores an old conversation under new
+        # ids. The id only settles exact ties.
         rows = await self.pool.fetch(
+            f"WITH found AS MATERIALIZED (SELECT {sql.MESSAGE_COLUMNS}, "
+            "ts_rank(search_vector, $3::text::tsquery, 1) AS rank FROM messages "
+            "WHERE search_vector @@ $1::text::tsquery) "
             f"SELECT {', '.join('m.' + c for c in sql.MESSAGE_COLUMNS.split(', '))}, s.title "
-            "FROM messages m JOIN sessions s ON s.id = m.session_id "
-            "WHERE m.search_vector @@ $1::text::tsquery AND s.owner = $2 "
-            "ORDER BY ts_rank(m.search_vector, $3::text::tsquery, 1) DESC, "
-            "m.created_at DESC, m.id DESC LIMIT $4 OFFSET $5",
+            "FROM found m JOIN sessions s ON s.id = m.session_id WHERE s.owner = $2 "
+            "ORDER BY m.rank DESC, m.created_at DESC, m.id DESC LIMIT $4 OFFSET $5",
             search_query(owner, terms), owner, terms, limit, offset,
         )  # fmt: skip
         return [SearchHit(sql.message_of(row), row["title"]) for row in rows]
@@ -471,7 +384,7 @@ class PostgresStore(PostgresUsage, SessionStore):
         limit: int | None = None,
     ) -> list[Session]:
         # One transaction: an import is whole or not at all.
-        async with self._write() as db:
+        async with self.db.write() as db:
             if limit is not None:
                 await sql.lock_owner_sessions(db, owner)
             created = [await sql.import_session(db, owner, s, backend) for s in sessions]
@@ -496,7 +409,7 @@ class PostgresStore(PostgresUsage, SessionStore):
         return Share(share_id, session_id, title["title"], now, messages)
 
     async def list_shares(self, owner: str, session_id: str) -> list[Share]:
-        async with self._snapshot() as db:
+        async with self.db.snapshot() as db:
             if not await sql.owns(db, owner, session_id):
                 raise NotFound()
             rows = await db.fetch(
@@ -507,7 +420,7 @@ class PostgresStore(PostgresUsage, SessionStore):
             return [sql.share_of(row) for row in rows]
 
     async def delete_share(self, owner: str, session_id: str, share_id: str) -> None:
-        async with self._write() as db:
+        async with self.db.write() as db:
             if not await sql.owns(db, owner, session_id):
                 raise NotFound()
             deleted = await db.fetchval(

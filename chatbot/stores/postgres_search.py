@@ -28,6 +28,8 @@ MAX_POSITION = 16_383
 MAX_POSITIONS = 256
 MAX_LEXEME_BYTES = 2_047
 MAX_VECTOR_BYTES = 1_000_000
+#: The lengths of the prefixes indexed as lexemes of their own (weight C).
+PREFIXES = (2, 3, 4)
 
 
 def scope(owner: str) -> str:
@@ -37,33 +39,45 @@ def scope(owner: str) -> str:
 
 def search_vector(owner: str, content: str) -> str:
     """The ``tsvector`` literal of a message of ``owner``: its scope at position 1 (weight
-    A), then each word of ``content`` at its position (weight D).
+    A), then each word of ``content`` at its position (weight D), and at the same position
+    the word's first 2, 3 and 4 characters (weight C) when it is longer.
+
+    The prefixes are what SQLite's ``prefix = '2 3 4'`` indexes: a short query word is then
+    one lexeme to look up, not every word it starts merged (see docs/performance.md).
 
     Beyond PostgreSQL's limits a long text is indexed in part: positions past 16383 count as
-    16383 (a phrase there may be missed), a word's 256 first positions are kept, a word
-    longer than 2047 bytes is cut, and what would take the vector past about 1 MB (its words
-    and their positions) is left out.
+    16383 (a phrase there may be missed), a lexeme's 256 first positions are kept, a word
+    longer than 2047 bytes is cut, and what would take the vector past about 1 MB (its
+    lexemes and their positions) is left out.
     """
-    positions: dict[str, list[int]] = {}
+    positions: dict[str, list[str]] = {}
+    last: dict[str, int] = {}
     # What PostgreSQL counts against its limit: each lexeme's bytes (to an even number)
     # and two bytes per position, plus two for their count.
     size = 0
     for index, word in enumerate(folded_words(content), start=2):
         word = _cut(word)
         position = min(index, MAX_POSITION)
-        seen = positions.get(word)
-        if seen is None:
-            cost = _even(len(word.encode())) + 4
-            if size + cost <= MAX_VECTOR_BYTES:
-                positions[word] = [position]
-                size += cost
-        elif len(seen) < MAX_POSITIONS and seen[-1] != position and size + 2 <= MAX_VECTOR_BYTES:
-            seen.append(position)
-            size += 2
+        lexemes = [(word, str(position))]
+        lexemes += [(word[:n], f"{position}C") for n in PREFIXES if len(word) > n]
+        for lexeme, place in lexemes:
+            seen = positions.get(lexeme)
+            if seen is None:
+                cost = _even(len(lexeme.encode())) + 4
+                if size + cost <= MAX_VECTOR_BYTES:
+                    positions[lexeme] = [place]
+                    last[lexeme] = position
+                    size += cost
+            elif (
+                len(seen) < MAX_POSITIONS
+                and last[lexeme] != position
+                and size + 2 <= MAX_VECTOR_BYTES
+            ):
+                seen.append(place)
+                last[lexeme] = position
+                size += 2
     entries = [f"{_lexeme(scope(owner))}:1A"]
-    entries += [
-        f"{_lexeme(word)}:{','.join(map(str, places))}" for word, places in positions.items()
-    ]
+    entries += [f"{_lexeme(lexeme)}:{','.join(places)}" for lexeme, places in positions.items()]
     return " ".join(entries)
 
 
@@ -79,9 +93,16 @@ def terms_query(query: SearchQuery) -> str | None:
     query holds no word, and matches nothing."""
     terms = []
     for word in query.words:
-        folded = fold(word)
-        if folded:
-            terms.append(_lexeme(_cut(folded)) + (":*D" if is_prefix(word) else ":D"))
+        folded = _cut(fold(word))
+        if not folded:
+            continue
+        if not is_prefix(word) or len(folded) < min(PREFIXES):
+            terms.append(_lexeme(folded) + ":D")
+        elif len(folded) in PREFIXES:
+            # The word itself, or a longer word's indexed prefix.
+            terms.append(_lexeme(folded) + ":CD")
+        else:
+            terms.append(_lexeme(folded) + ":*D")
     for phrase in query.phrases:
         words = [fold(word) for word in phrase]
         if all(words):

@@ -168,9 +168,10 @@ async def newest_descendant(db: Connection, session_id: str, message_id: int) ->
     """The leaf reached from a message by following its newest child at each step (each
     step one look-up in the parent index)."""
     leaf = await db.fetchval(
-        "WITH RECURSIVE down(id) AS (SELECT $1::bigint UNION ALL "
+        "WITH RECURSIVE down(id) AS ("
+        "SELECT id FROM messages WHERE id = $1 AND session_id = $2 UNION ALL "
         "SELECT newest.id FROM down, LATERAL (SELECT c.id FROM messages c "
-        "WHERE c.session_id = $2 AND c.parent_id = down.id ORDER BY c.id DESC LIMIT 1) newest) "
+        "WHERE c.parent_id = down.id AND c.session_id = $2 ORDER BY c.id DESC LIMIT 1) newest) "
         "SELECT max(id) FROM down",
         message_id, session_id,
     )  # fmt: skip
@@ -246,10 +247,12 @@ async def siblings(
 
 
 async def subtree_ids(db: Connection, session_id: str, message_id: int) -> list[int]:
-    """A message and everything below it."""
+    """A message of the session and everything below it (children are looked up by
+    parent alone, one step of the parent index each: they are in the same session)."""
     rows = await db.fetch(
-        "WITH RECURSIVE sub(id) AS (SELECT $1::bigint UNION ALL "
-        "SELECT c.id FROM sub JOIN messages c ON c.session_id = $2 AND c.parent_id = sub.id) "
+        "WITH RECURSIVE sub(id) AS ("
+        "SELECT id FROM messages WHERE id = $1 AND session_id = $2 UNION ALL "
+        "SELECT c.id FROM sub JOIN messages c ON c.parent_id = sub.id) "
         "SELECT id FROM sub",
         message_id, session_id,
     )  # fmt: skip

@@ -26,6 +26,8 @@ CREATE TABLE chatbot_jobs (
     session_id text NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
     client_id text,
     job jsonb NOT NULL,
+    -- Sent again while it was being answered: answered again if that failed.
+    resent boolean NOT NULL DEFAULT false,
     created_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX chatbot_jobs_session ON chatbot_jobs (session_id, id);
@@ -47,7 +49,8 @@ LANGUAGE sql STABLE AS $$
     )
 $$;
 
--- Queue a job: 'duplicate' (its client id is queued already), 'busy' (the queue is full),
+-- Queue a job: 'duplicate' (its client id is queued already: the job is marked resent, by
+-- the socket that sent it again), 'busy' (the queue is full),
 -- 'queued' (a live process answers the session) or 'claimed' (the caller does now).
 CREATE FUNCTION chatbot_submit(
     p_session text, p_client text, p_job jsonb, p_process text, p_queue integer,
@@ -58,10 +61,12 @@ DECLARE
     holder text;
 BEGIN
     PERFORM pg_advisory_xact_lock(hashtextextended('chatbot.work:' || p_session, 0));
-    IF p_client IS NOT NULL AND EXISTS (
-        SELECT 1 FROM chatbot_jobs WHERE session_id = p_session AND client_id = p_client
-    ) THEN
-        RETURN 'duplicate';
+    IF p_client IS NOT NULL THEN
+        UPDATE chatbot_jobs SET resent = true, job = p_job
+        WHERE session_id = p_session AND client_id = p_client;
+        IF FOUND THEN
+            RETURN 'duplicate';
+        END IF;
     END IF;
     SELECT w.process INTO holder FROM chatbot_workers w WHERE w.session_id = p_session;
     SELECT count(*) INTO waiting FROM chatbot_jobs WHERE session_id = p_session;
@@ -81,16 +86,18 @@ BEGIN
 END
 $$;
 
--- The worker's next job: remove the one answered (p_done), then the oldest waiting one; none
--- (and the session released) when the queue is empty, when the caller stops (p_stop), or
--- when another process took the session over.
+-- The worker's next job: remove the one answered (p_done; kept, to be answered again, if
+-- it failed (p_failed) and was sent again meanwhile: the error frame crossed the resend),
+-- then the oldest waiting one; none (and the session released) when the queue is empty,
+-- when the caller stops (p_stop), or when another process took the session over.
 CREATE FUNCTION chatbot_next_job(
-    p_session text, p_process text, p_done bigint, p_stop boolean
+    p_session text, p_process text, p_done bigint, p_stop boolean, p_failed boolean
 ) RETURNS TABLE (job_id bigint, job_body jsonb) LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM pg_advisory_xact_lock(hashtextextended('chatbot.work:' || p_session, 0));
     IF p_done IS NOT NULL THEN
-        DELETE FROM chatbot_jobs j WHERE j.id = p_done;
+        DELETE FROM chatbot_jobs j WHERE j.id = p_done AND NOT (p_failed AND j.resent);
+        UPDATE chatbot_jobs j SET resent = false WHERE j.id = p_done;
     END IF;
     IF NOT EXISTS (
         SELECT 1 FROM chatbot_workers w WHERE w.session_id = p_session AND w.process = p_process
@@ -149,7 +156,7 @@ $$;
 """
 
 SUBMIT = "SELECT chatbot_submit($1, $2, $3::jsonb, $4, $5, $6)"
-NEXT_JOB = "SELECT job_id, job_body FROM chatbot_next_job($1, $2, $3, $4)"
+NEXT_JOB = "SELECT job_id, job_body FROM chatbot_next_job($1, $2, $3, $4, $5)"
 HEARTBEAT = "SELECT session_id FROM chatbot_heartbeat($1, $2, $3) AS claimed(session_id)"
 LEAVE = "SELECT chatbot_leave($1)"
 #: The first job of a claimed session names its owner (to read the session as theirs).
