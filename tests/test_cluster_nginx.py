@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -129,13 +130,33 @@ def test_plain_http_is_sent_to_https(servers: Cluster) -> None:
     assert response.headers["location"] == "https://127.0.0.1/api/sessions?limit=5"
 
 
-def test_metrics_are_not_served_through_nginx(servers: Cluster) -> None:
+def test_metrics_are_served_by_each_process_and_not_through_nginx(servers: Cluster) -> None:
+    for process in servers.processes:
+        scraped = httpx.get(f"{process.url}/metrics")
+        assert scraped.status_code == 200
+        assert "chatbot_open_sockets" in scraped.text
     with servers.nginx.client() as http:
         response = http.get("/metrics")
-    # nginx's own page, not a process's JSON error: the request never reached one.
+    # nginx's own page: the request never reached a process.
     assert response.status_code == 404
     assert response.headers["content-type"] == "text/html"
     assert "nginx" in response.text
+
+
+def test_the_request_id_is_nginxs(servers: Cluster) -> None:
+    with api(servers) as http:
+        response = http.get("/api/sessions?limit=1")
+    request_id = response.headers["x-request-id"]
+    assert re.fullmatch("[0-9a-f]{32}", request_id), request_id
+    # The same id in nginx's access log (written once the response is sent), by the request.
+    line = f'"GET /api/sessions?limit=1 HTTP/1.1" 200 {request_id} 127.0.0.1:'
+    wait_for(lambda: line in servers.nginx.access_log.read_text(), "nginx's access log line")
+
+
+def test_each_process_is_ready(servers: Cluster) -> None:
+    for process in servers.processes:
+        response = httpx.get(f"{process.url}/readyz")
+        assert (response.status_code, response.json()) == (200, {"status": "ready"})
 
 
 def test_a_message_sent_again_after_a_drop_is_answered_once(servers: Cluster) -> None:
