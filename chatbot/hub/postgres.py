@@ -114,6 +114,8 @@ class PostgresHub(Hub):
 
     def unsubscribe(self, session_id: str, listener: Listener) -> None:
         self._local.unsubscribe(session_id, listener)
+        if not self._local.has_listeners(session_id):
+            self._delivered.pop(session_id, None)
 
     def publish(self, event: Event) -> None:
         self._track(event, here=True)
