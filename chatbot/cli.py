@@ -27,6 +27,11 @@ def parse_duration(text: str, flag: str = "--ttl") -> int:
     return int(match.group(1)) * _UNITS[match.group(2)]
 
 
+def forwarded_allow_ips(addresses: tuple[str, ...]) -> list[str] | str:
+    """``CHATBOT_FORWARDED_ALLOW_IPS`` as uvicorn takes it: ``"*"`` trusts every client."""
+    return "*" if "*" in addresses else list(addresses)
+
+
 def serve(args: argparse.Namespace) -> int:
     """Run the server; a start that cannot succeed raises ``ConfigError`` instead."""
     import uvicorn
@@ -65,7 +70,10 @@ def serve(args: argparse.Namespace) -> int:
         "ws": "chatbot.transport:WebSocketProtocol",
         "log_level": settings.log_level.lower(),
         "log_config": log_config,
-        "proxy_headers": False,
+        # X-Forwarded-For and -Proto are believed from the proxies named, and only from
+        # them: any other client could claim any address or scheme with them.
+        "proxy_headers": bool(settings.forwarded_allow_ips),
+        "forwarded_allow_ips": forwarded_allow_ips(settings.forwarded_allow_ips),
         # Said, not guessed: uvicorn guesses from whether the app's __call__ is a coroutine
         # function, and StartupErrors' is not (it hands each socket the app's own coroutine).
         "interface": "asgi3",

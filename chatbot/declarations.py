@@ -8,6 +8,7 @@ documentation's table.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 import types
@@ -138,6 +139,27 @@ class Origins:
                     f"{variable}: {origin!r} is not an origin; write "
                     "scheme://host[:port], e.g. https://chat.example.com, or * for any"
                 )
+
+
+@dataclass(frozen=True)
+class Addresses:
+    """IP addresses or networks (``10.0.0.0/8``), or ``*`` for any."""
+
+    @property
+    def accepts(self) -> str:
+        return "comma-separated IP addresses or networks (`127.0.0.1`, `10.0.0.0/8`), or `*`"
+
+    def check(self, variable: str, value: Any) -> None:
+        for address in value:
+            if address == "*":
+                continue
+            try:
+                ipaddress.ip_network(address, strict=False)
+            except ValueError:
+                raise ConfigError(
+                    f"{variable}: {address!r} is not an IP address or network; write e.g. "
+                    "127.0.0.1, ::1 or 10.0.0.0/8, or * for any"
+                ) from None
 
 
 @dataclass(frozen=True)

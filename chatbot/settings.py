@@ -32,6 +32,7 @@ from starlette.datastructures import Secret
 from chatbot import declarations
 from chatbot.backend_config import BackendConfig, default_backends, load_backends_file
 from chatbot.declarations import (
+    Addresses,
     AtLeast,
     Between,
     Checked,
@@ -188,6 +189,14 @@ class Settings:
     )
     host: str = setting("127.0.0.1", "address `chatbot serve` listens on")
     port: int = setting(8000, "port `chatbot serve` listens on", bound=Between(1, 65535))
+    forwarded_allow_ips: tuple[str, ...] = setting(
+        (),
+        "addresses of the reverse proxies whose `X-Forwarded-For` and `X-Forwarded-Proto` "
+        "`chatbot serve` believes: the client's address in its logs, `https` in the links it "
+        "makes (shared links). See [deployment](deployment.md#nginx)",
+        bound=Addresses(),
+        shown_default="unset: the headers are ignored",
+    )
     log_level: str = setting(
         "info",
         "uvicorn's log level under `chatbot serve`",

@@ -340,6 +340,28 @@ def test_serve_first_run_generates_a_secret_and_accepts_its_tokens(tmp_path: Pat
     assert secret not in output
 
 
+@pytest.mark.e2e
+@pytest.mark.parametrize(
+    ("trusted", "logged"),
+    [(None, "127.0.0.1:"), ("127.0.0.1", "203.0.113.7:0"), ("10.0.0.0/8", "127.0.0.1:")],
+)
+def test_serve_believes_forwarded_headers_only_from_the_proxies_named(
+    tmp_path: Path, trusted: str | None, logged: str
+) -> None:
+    from tests.processes import ServeProcess
+
+    env = {} if trusted is None else {"CHATBOT_FORWARDED_ALLOW_IPS": trusted}
+    with ServeProcess(tmp_path, **env) as serve:
+        forwarded = {"X-Forwarded-For": "203.0.113.7"}
+        assert httpx.get(f"{serve.url}/healthz?probe", headers=forwarded).status_code == 200
+        line = '"GET /healthz?probe HTTP/1.1" 200'
+        wait_for(lambda: line in serve.log.read_text(), "the request's access log line")
+        output = serve.stop()
+    # uvicorn's access log names the client: the proxy's client only when it is believed.
+    [request] = [text for text in output.splitlines() if line in text]
+    assert f" {logged}" in request, request
+
+
 # -- the command itself ------------------------------------------------------------------
 
 

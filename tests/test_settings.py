@@ -406,6 +406,7 @@ SAMPLES: dict[str, tuple[str, object, dict[str, str]]] = {
     "CHATBOT_AUTO_MIGRATE": ("false", False, {}),
     "CHATBOT_HOST": ("0.0.0.0", "0.0.0.0", {}),  # noqa: S104 (a value, not a bind)
     "CHATBOT_PORT": ("9000", 9000, {}),
+    "CHATBOT_FORWARDED_ALLOW_IPS": ("127.0.0.1, 10.0.0.0/8", ("127.0.0.1", "10.0.0.0/8"), {}),
     "CHATBOT_LOG_LEVEL": ("debug", "debug", {}),
     "CHATBOT_LOG_FORMAT": ("json", "json", {}),
     "CHATBOT_LOG_CONTENT": ("true", True, {}),
@@ -432,6 +433,19 @@ SAMPLES: dict[str, tuple[str, object, dict[str, str]]] = {
     "CHATBOT_OIDC_SCOPES": ("openid", "openid", {}),
     "CHATBOT_OIDC_TOKEN": ("id", "id", {}),
 }
+
+
+@pytest.mark.parametrize("raw", ["127.0.0.1", "::1", "10.0.0.0/8", "fd00::/8", "*"])
+def test_forwarded_allow_ips_takes_addresses_networks_or_any(raw: str) -> None:
+    assert from_env(CHATBOT_FORWARDED_ALLOW_IPS=raw).forwarded_allow_ips == (raw,)
+
+
+@pytest.mark.parametrize("raw", ["localhost", "10.0.0.0/33", "127.0.0.1:8000"])
+def test_forwarded_allow_ips_refuses_what_is_no_address(raw: str) -> None:
+    assert config_error(CHATBOT_FORWARDED_ALLOW_IPS=f"127.0.0.1,{raw}") == (
+        f"CHATBOT_FORWARDED_ALLOW_IPS: {raw!r} is not an IP address or network; write e.g. "
+        "127.0.0.1, ::1 or 10.0.0.0/8, or * for any"
+    )
 
 
 def test_every_parsed_variable_has_a_sample() -> None:
