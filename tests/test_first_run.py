@@ -121,9 +121,9 @@ def file_in_the_way(tmp_path: Path) -> tuple[str, str]:
 
 
 def unknown_scheme(tmp_path: Path) -> tuple[str, str]:
-    return "postgresql://db.example/chat", (
-        "CHATBOT_DATABASE_URL has the scheme 'postgresql', which no store handles; "
-        "supported: sqlite://"
+    return "mysql://127.0.0.1/chat", (
+        "CHATBOT_DATABASE_URL has the scheme 'mysql', which no store handles; "
+        "supported: postgres://, postgresql://, sqlite://"
     )
 
 
