@@ -383,3 +383,25 @@ class Load:
                     raise AssertionError(frame)
                 else:
                     self._stop.wait(0.05)  # a client's pause before it sends again
+
+
+def test_a_quota_spent_on_one_process_is_enforced_on_the_other(tmp_path: Path) -> None:
+    with two_processes(tmp_path, delay=0, CHATBOT_QUOTA_TOKENS_PER_DAY="5") as cluster:
+        session_id = new_session(cluster.a)
+        with (
+            socket(cluster.a, session_id=session_id) as on_a,
+            socket(cluster.b, session_id=session_id) as on_b,
+        ):
+            on_a.send(json.dumps({"message": "one two three four five six", "id": "spend"}))
+            spent = frames_until(on_a, is_reply("spend"))[-1]
+            assert spent["type"] == "message"
+            assert spent["usage"]["input_tokens"] + spent["usage"]["output_tokens"] > 5
+            on_b.send(json.dumps({"message": "more?", "id": "over"}))
+            refused = frames_until(on_b, is_reply("over"))[-1]
+        assert refused["type"] == "error"
+        assert refused["error"]["code"] == "quota_exceeded"
+        assert 0 < refused["error"]["retry_after"] <= 86_400
+        # Never reached the model: nothing of it is stored.
+        assert [m["content"] for m in history(cluster.a, session_id) if m["role"] == "user"] == [
+            "one two three four five six"
+        ]
