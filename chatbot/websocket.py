@@ -281,6 +281,9 @@ async def _handle(
             connection.wants_deltas = True
             _catch_up(runtime, connection)
         await runtime.workers.submit(session, job)
+    except NotFound:
+        # Deleted (on another process, whose close frame this socket may not have had).
+        connection.close(CLOSE_NOT_FOUND, "session not found")
     except InvalidRequest as exc:
         if exc.code == "busy":
             runtime.observer.refused("busy")

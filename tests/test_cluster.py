@@ -405,3 +405,14 @@ def test_a_quota_spent_on_one_process_is_enforced_on_the_other(tmp_path: Path) -
         assert [m["content"] for m in history(cluster.a, session_id) if m["role"] == "user"] == [
             "one two three four five six"
         ]
+
+
+def test_a_cancel_sent_right_behind_its_message_stops_it(tmp_path: Path) -> None:
+    with two_processes(tmp_path, delay=0.1) as cluster:
+        session_id = new_session(cluster.a)
+        with socket(cluster.b, session_id=session_id) as on_b:
+            on_b.send(json.dumps({"message": WORDS, "id": "quick"}))
+            on_b.send(json.dumps({"type": "cancel"}))
+            final = frames_until(on_b, is_reply("quick"))[-1]
+        assert final["type"] == "message"
+        assert final["status"] == "cancelled"

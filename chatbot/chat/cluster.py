@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Any
 
 from chatbot.chat.turn import Job
@@ -79,6 +80,11 @@ class ClusterWorkers(Workers):
         self.process = process
         self.timeout = settings.process_timeout
         self._heartbeat: asyncio.Task[None] | None = None
+        #: Since when every heartbeat of this process has reached the database (``None``:
+        #: the last one failed). It claims other processes' sessions only after a whole
+        #: ``timeout`` of them: right after an outage every process looks dead, and the
+        #: live ones must first get the chance to say they are not.
+        self._steady_since: float | None = None
 
     async def start(self) -> None:
         await self._beat()
@@ -110,7 +116,22 @@ class ClusterWorkers(Workers):
         if outcome == "claimed":
             self._run(session)
 
+    def _running(self, session_id: str) -> bool:
+        busy = self._busy.get(session_id)
+        return busy is not None and busy.task is not None and not busy.task.done()
+
+    def cancel(self, session_id: str) -> bool:
+        busy = self._busy.get(session_id)
+        if busy is not None and busy.turn is None and busy.task is not None:
+            # Between two turns (or before the first): the next one starts cancelled, as a
+            # cancel sent right behind its message asks.
+            busy.cancel_next = True
+            return True
+        return super().cancel(session_id)
+
     def _run(self, session: Session) -> None:
+        if self._running(session.id):
+            return  # its task finds the new job (or, ending, the heartbeat starts another)
         busy = _Session(session.id)
         self._busy[session.id] = busy
         busy.task = asyncio.create_task(
@@ -182,22 +203,35 @@ class ClusterWorkers(Workers):
                 logger.warning("heartbeat failed (%s); trying again", type(exc).__name__)
 
     async def _beat(self) -> None:
-        """Say this process is alive, and answer the sessions others left (not while it
-        stops: it still says it is alive until its last reply is stored, so that no other
-        process answers that message a second time)."""
-        rows = await self.pool.fetch(sql.HEARTBEAT, self.process, self.timeout, not self._closing)
-        for row in rows:
-            session_id = row["session_id"]
-            if session_id in self._busy:
-                continue  # still answering it here (a task about to find its next job)
-            owner = await self.pool.fetchval(sql.OWNER, session_id)
+        """Say this process is alive; claim the sessions others left (not while it stops:
+        it still says it is alive until its last reply is stored, so that no other process
+        answers that message a second time); and answer every session it holds that has
+        messages waiting and no task here (claimed just now, or left by a task that ended
+        as a message arrived)."""
+        now = time.monotonic()
+        steady = self._steady_since is not None and now - self._steady_since >= self.timeout
+        try:
+            await self.pool.fetch(
+                sql.HEARTBEAT, self.process, self.timeout, steady and not self._closing
+            )
+        except Exception:
+            self._steady_since = None
+            raise
+        if self._steady_since is None:
+            self._steady_since = now
+        if self._closing:
+            return
+        for row in await self.pool.fetch(sql.HELD, self.process):
+            session_id, owner = row["session_id"], row["owner"]
+            if self._running(session_id):
+                continue
             try:
                 if owner is None:
                     raise NotFound()
                 session = await self.store.get_session(owner, session_id)
             except NotFound:
-                # Answered or deleted meanwhile: let it go again rather than hold it.
+                # Answered or deleted meanwhile: let it go rather than hold it.
                 await self.pool.fetchrow(sql.NEXT_JOB, session_id, self.process, None, True, False)
                 continue
-            logger.info("answering the messages another process left on a session")
+            logger.info("answering the messages waiting on a session this process holds")
             self._run(session)

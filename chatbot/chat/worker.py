@@ -42,6 +42,8 @@ class _Session:
     turn: Turn | None = None
     #: Whether the last turn ended without a reply stored as answered (an error frame).
     failed: bool = False
+    #: A cancel came between two turns: the next one starts cancelled.
+    cancel_next: bool = False
 
     def pending_ids(self) -> set[str]:
         jobs = [*self.queue, *([self.turn.job] if self.turn else [])]
@@ -208,6 +210,9 @@ class Workers:
     ) -> Window | None:
         """Answer one job; the window after it, or ``None`` if the session is gone."""
         busy.failed = True
+        if busy.cancel_next:
+            busy.cancel_next = False
+            job.cancelled = True
         try:
             # Current from now on, so that a cancel or a repeated id sent while the user
             # message is being stored already finds it.

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import itertools
 import json
 import logging
@@ -47,6 +48,12 @@ logger = logging.getLogger("chatbot.hub")
 
 #: How long deltas are gathered before they go out together.
 FLUSH_SECONDS = 0.03
+#: How long sending one batch may take before the connection counts as lost.
+SEND_SECONDS = 5.0
+#: How often the listening connection is checked (one that died silently is noticed).
+WATCH_SECONDS = 10.0
+#: What is kept to send while disconnected (the newest are dropped beyond it).
+MAX_KEPT = 10_000
 #: Waits between attempts to reconnect: from the first to the last, which then repeats.
 RECONNECT_SECONDS = (0.2, 0.5, 1.0, 2.0, 5.0)
 #: Replies stored this long before a loss was noticed may have been missed too.
@@ -64,8 +71,15 @@ class HubUnavailable(RuntimeError):
 
 def channel_for(schema: str) -> str:
     """The channel of a database schema: several deployments (or tests) may share one
-    database in different schemas, and must not hear each other."""
-    return "chatbot" if schema == "public" else f"chatbot.{schema}"[:63]
+    database in different schemas, and must not hear each other. A channel name is at most
+    63 bytes: a longer schema's name is cut and told apart by a hash of the whole."""
+    if schema == "public":
+        return "chatbot"
+    name = f"chatbot.{schema}"
+    if len(name.encode()) <= 63:
+        return name
+    digest = hashlib.sha256(schema.encode()).hexdigest()[:16]
+    return f"chatbot.{schema.encode()[:38].decode(errors='ignore')}.{digest}"
 
 
 class PostgresHub(Hub):
@@ -99,6 +113,7 @@ class PostgresHub(Hub):
         self._closing = False
         #: How many times the hub has connected (more than once: it reconnected).
         self.opens = 0
+        self._opened_at = 0.0
         self._opened = asyncio.Condition()
         #: The sessions whose reply is generated here (their progress is this process's own).
         self._generating: set[str] = set()
@@ -139,6 +154,7 @@ class PostgresHub(Hub):
             asyncio.create_task(self._sender(), name="chatbot-hub-sender"),
             asyncio.create_task(self._receiver(), name="chatbot-hub-receiver"),
             asyncio.create_task(self._keeper(), name="chatbot-hub-keeper"),
+            asyncio.create_task(self._watch(), name="chatbot-hub-watch"),
         ]
 
     async def aclose(self) -> None:
@@ -225,7 +241,8 @@ class PostgresHub(Hub):
             payloads.append(wire.dumps(payload))
         connection = self._connection
         if connection is None or connection.is_closed():
-            return  # down: dropped, as a notification sent in the gap would be
+            self._keep(batch)
+            return
         try:
             async with self._lock:
                 await connection.execute(
@@ -233,10 +250,20 @@ class PostgresHub(Hub):
                     "WITH ORDINALITY AS sent(payload, position) ORDER BY position",
                     self._channel,
                     payloads,
+                    timeout=SEND_SECONDS,
                 )
         except Exception:
             logger.warning("the hub could not send %d notification(s); reconnecting", len(batch))
+            self._keep(batch)
             self._lost.set()
+
+    def _keep(self, batch: list[dict[str, Any]]) -> None:
+        """Keep what could not be sent for when the hub is connected again, but the deltas:
+        a reply's end, an error, a cancel, a closed session still matter then, and a
+        receiver skips a reply it already had; the deltas of a reply would come too late."""
+        kept = [payload for payload in batch if payload["t"] != "d"]
+        self._outbox[:0] = kept[-MAX_KEPT:]
+        del self._outbox[MAX_KEPT:]
 
     # Receiving ---------------------------------------------------------------------------
 
@@ -268,8 +295,10 @@ class PostgresHub(Hub):
             if event.only is None and not self._local.has_listeners(event.session_id):
                 self._local.forget(event.session_id)
                 return  # nobody here to tell
+            if event.only is None and event.message_id <= self._delivered.get(event.session_id, 0):
+                return  # had it already (sent again after a send that seemed to fail)
             message = await self._load_reply(event.message_id)
-            if message is None:
+            if message is None or message.session_id != event.session_id:
                 self._local.forget(event.session_id)
                 return  # deleted meanwhile
             reply = Reply(event.session_id, message, event.reply_to, event.only)
@@ -297,6 +326,7 @@ class PostgresHub(Hub):
             await connection.close()
             raise
         self._connection = connection
+        self._opened_at = asyncio.get_running_loop().time()
         self._lost.clear()
         async with self._opened:
             self.opens += 1
@@ -310,13 +340,31 @@ class PostgresHub(Hub):
             if not connection.is_closed():
                 connection.terminate()
 
+    async def _watch(self) -> None:
+        """Check the listening connection now and then: one that died without a word from
+        the network (a cable pulled) would otherwise look alive forever."""
+        while True:
+            await asyncio.sleep(WATCH_SECONDS)
+            if self._lost.is_set():
+                continue
+            try:
+                await self.ping()
+            except HubUnavailable:
+                self._lost.set()
+
     async def _keeper(self) -> None:
-        """Reconnect whenever the connection is lost, then catch up from the rows."""
+        """Reconnect whenever the connection is lost, then catch up from the rows. A
+        connection lost again at once (a failure that repeats) waits longer each time."""
+        pause = 0.0
         while True:
             await self._lost.wait()
             if self._closing:
                 return
             self._lost_at = utcnow() - MISSED_MARGIN
+            lived = asyncio.get_running_loop().time() - self._opened_at
+            pause = min(max(pause * 2, 0.5), RECONNECT_SECONDS[-1]) if lived < 2 else 0.0
+            if pause:
+                await asyncio.sleep(pause)
             logger.warning("the hub lost its database connection; reconnecting")
             await self._drop_connection()
             for wait in itertools.chain(RECONNECT_SECONDS, itertools.repeat(RECONNECT_SECONDS[-1])):
@@ -329,6 +377,7 @@ class PostgresHub(Hub):
                     )
                     await asyncio.sleep(wait)
             logger.info("the hub is listening again")
+            self._wake.set()  # what was kept while it was away
             await self._catch_up()
 
     async def _catch_up(self) -> None:

@@ -159,5 +159,10 @@ SUBMIT = "SELECT chatbot_submit($1, $2, $3::jsonb, $4, $5, $6)"
 NEXT_JOB = "SELECT job_id, job_body FROM chatbot_next_job($1, $2, $3, $4, $5)"
 HEARTBEAT = "SELECT session_id FROM chatbot_heartbeat($1, $2, $3) AS claimed(session_id)"
 LEAVE = "SELECT chatbot_leave($1)"
-#: The first job of a claimed session names its owner (to read the session as theirs).
-OWNER = "SELECT job->>'owner' FROM chatbot_jobs WHERE session_id = $1 ORDER BY id LIMIT 1"
+#: The sessions a process holds, each with the owner its first waiting job names (to read
+#: the session as theirs; ``NULL``: nothing waits).
+HELD = (
+    "SELECT w.session_id, (SELECT j.job->>'owner' FROM chatbot_jobs j "
+    "WHERE j.session_id = w.session_id ORDER BY j.id LIMIT 1) AS owner "
+    "FROM chatbot_workers w WHERE w.process = $1"
+)
