@@ -19,7 +19,7 @@ from typing import Any
 
 from bench.context import FULL, QUICK, Context
 from bench.report import Row, markdown, write_json
-from bench.scenarios import SCENARIOS
+from bench.scenarios import ON_POSTGRES, SCENARIOS
 from bench.servers import ROOT, CpuPlan, raise_open_files_limit
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -50,18 +50,31 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--no-pin", action="store_true", help="do not pin the client and the servers to CPUs"
     )
+    parser.add_argument(
+        "--postgres",
+        metavar="URL",
+        help="a PostgreSQL database (postgresql://...) to also run "
+        f"{', '.join(ON_POSTGRES)} on; each in schemas of its own, dropped afterwards",
+    )
     return parser.parse_args(argv)
 
 
-def chosen(only: str | None) -> list[str]:
-    """The scenarios to run, in the suite's order; an unknown name exits naming the known."""
+def chosen(only: str | None, postgres: bool = False) -> list[str]:
+    """The scenarios to run, in the suite's order; an unknown name exits naming the known,
+    and one on PostgreSQL without ``--postgres`` says to give it."""
+    known = {**SCENARIOS, **ON_POSTGRES}
     if not only:
-        return list(SCENARIOS)
+        return list(known) if postgres else list(SCENARIOS)
     names = {name.strip() for name in only.split(",") if name.strip()}
-    unknown = sorted(names - set(SCENARIOS))
+    unknown = sorted(names - set(known))
     if unknown:
-        raise SystemExit(f"unknown scenario {unknown[0]!r}; choose from {', '.join(SCENARIOS)}")
-    return [name for name in SCENARIOS if name in names]
+        raise SystemExit(f"unknown scenario {unknown[0]!r}; choose from {', '.join(known)}")
+    needing = sorted(names & set(ON_POSTGRES))
+    if needing and not postgres:
+        raise SystemExit(
+            f"scenario {needing[0]!r} runs on PostgreSQL: give --postgres postgresql://..."
+        )
+    return [name for name in known if name in names]
 
 
 def machine() -> dict[str, Any]:
@@ -113,7 +126,7 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 def run(argv: Sequence[str] | None = None) -> tuple[dict[str, Any], list[Row]]:
     """Run the suite as ``python -m bench`` would; the JSON document and the rows."""
     args = parse_args(argv)
-    names = chosen(args.only)
+    names = chosen(args.only, postgres=args.postgres is not None)
     profile = QUICK if args.quick else FULL
     host = machine()
     cpus = CpuPlan.split(pin=not args.no_pin)
@@ -123,7 +136,7 @@ def run(argv: Sequence[str] | None = None) -> tuple[dict[str, Any], list[Row]]:
     if args.workdir is not None:
         args.workdir.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="chatbot-bench-", dir=args.workdir))
-    ctx = Context(profile, workdir, cpus)
+    ctx = Context(profile, workdir, cpus, postgres=args.postgres)
     started = datetime.now(UTC)
     document: dict[str, Any] = {
         "format": "chatbot.bench.v1",
@@ -143,7 +156,8 @@ def run(argv: Sequence[str] | None = None) -> tuple[dict[str, Any], list[Row]]:
                 entry: dict[str, Any] = {"rows": [], "details": {}, "error": None}
                 try:
                     timeout = TIMEOUTS[profile.name] * LONGER.get(name, 1.0)
-                    outcome = runner.run(asyncio.wait_for(SCENARIOS[name](ctx), timeout))
+                    scenario = SCENARIOS.get(name) or ON_POSTGRES[name]
+                    outcome = runner.run(asyncio.wait_for(scenario(ctx), timeout))
                     entry["rows"] = [row.to_json() for row in outcome.rows]
                     entry["details"] = outcome.details
                     rows += outcome.rows

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from bench import seed, servers
 from bench.disk import CommitTimes, commit_times
+from bench.postgres import fresh_schema
 from bench.servers import CpuPlan, Server
 from bench.tokens import Tokens
 
@@ -44,6 +45,11 @@ class Profile:
     search_users: int
     search_sessions: int
     search_session_messages: int
+    #: On PostgreSQL (``--postgres``): connection levels of ``cluster``; messages sent, one
+    #: at a time, for ``fanout``'s replies and for its streamed replies.
+    cluster_levels: tuple[int, ...] = (1, 10, 100)
+    fanout_messages: int = 300
+    fanout_streams: int = 50
 
 
 FULL = Profile(
@@ -90,6 +96,9 @@ QUICK = Profile(
     search_users=20,
     search_sessions=5,
     search_session_messages=50,
+    cluster_levels=(1, 10),
+    fanout_messages=20,
+    fanout_streams=5,
 )
 
 
@@ -100,6 +109,8 @@ class Context:
     profile: Profile
     workdir: Path
     cpus: CpuPlan
+    #: The PostgreSQL of the run (``--postgres``), for the scenarios that need one.
+    postgres: str | None = None
     tokens: Tokens = field(default_factory=Tokens)
     _history: seed.History | None = None
     _commit_times: CommitTimes | None = None
@@ -115,9 +126,23 @@ class Context:
         self, folder: Path, database: Path | None = None, synchronous: str | None = None
     ) -> Server:
         """A chatbot server (not started) on ``database``, by default a new one in ``folder``."""
+        url = servers.sqlite_url(database or folder / "chat.db", synchronous)
+        return servers.chatbot_server(folder, url, self.tokens.secret)
+
+    def chatbot_on(
+        self, folder: Path, database_url: str, name: str, *, memory_limits: bool = False
+    ) -> Server:
+        """A chatbot server (not started) named ``name`` on ``database_url``, for instance
+        one of several processes on one PostgreSQL schema (see :meth:`schema`)."""
         return servers.chatbot_server(
-            folder, database or folder / "chat.db", self.tokens.secret, synchronous
+            folder, database_url, self.tokens.secret, name=name, memory_limits=memory_limits
         )
+
+    def schema(self, name: str) -> contextlib.AbstractAsyncContextManager[str]:
+        """A fresh schema on the run's PostgreSQL for the block: its database URL."""
+        if self.postgres is None:
+            raise RuntimeError("this scenario runs on PostgreSQL: give --postgres URL")
+        return fresh_schema(self.postgres, name)
 
     def bare(self, folder: Path) -> Server:
         """A bare server (not started)."""

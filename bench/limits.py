@@ -28,10 +28,10 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
+from bench.postgres import with_schema
 from bench.stats import interleaved, median
 from chatbot.limits import MemoryLimits
 from chatbot.limits_postgres import PostgresLimits
@@ -41,12 +41,6 @@ from chatbot.stores.postgres import PostgresStore
 #: Users the many-user measures spread their messages over: each stays under its limit.
 USERS = 2000
 CONCURRENCY = 8
-
-
-def with_schema(url: str, schema: str) -> str:
-    parts = urlsplit(url)
-    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "search_path"]
-    return urlunsplit(parts._replace(query=urlencode([*query, ("search_path", schema)])))
 
 
 async def per_op(count: int, op: Callable[[int], Awaitable[Any]]) -> float:

@@ -90,10 +90,14 @@ def _clean_environment() -> dict[str, str]:
     return env
 
 
-def chatbot_environment(
-    workdir: Path, database: Path, secret: str, synchronous: str | None = None
-) -> dict[str, str]:
-    """The environment of a benchmarked ``chatbot serve`` (and of ``chatbot migrate``)."""
+def sqlite_url(database: Path, synchronous: str | None = None) -> str:
+    """The database URL of the SQLite file ``database`` (with ``?synchronous=`` when given)."""
+    return f"sqlite:///{database}" + (f"?synchronous={synchronous}" if synchronous else "")
+
+
+def chatbot_environment(workdir: Path, database_url: str, secret: str) -> dict[str, str]:
+    """The environment of a benchmarked ``chatbot serve`` (and of ``chatbot migrate``) on
+    ``database_url`` (SQLite or PostgreSQL)."""
     config = workdir / "chatbot.toml"
     config.write_text(CHATBOT_TOML)
     env = _clean_environment()
@@ -101,8 +105,7 @@ def chatbot_environment(
     env.update(
         CHATBOT_CONFIG=str(config),
         CHATBOT_JWT_SECRET=secret,
-        CHATBOT_DATABASE_URL=f"sqlite:///{database}"
-        + (f"?synchronous={synchronous}" if synchronous else ""),
+        CHATBOT_DATABASE_URL=database_url,
         CHATBOT_DATA_DIR=str(workdir / "data"),
         CHATBOT_LOG_LEVEL="warning",
         # A stop need not wait for replies in flight: the clients are gone by then.
@@ -113,7 +116,7 @@ def chatbot_environment(
 
 def migrate(workdir: Path, database: Path, secret: str) -> None:
     """Create the schema of ``database`` with ``chatbot migrate``."""
-    env = chatbot_environment(workdir, database, secret)
+    env = chatbot_environment(workdir, sqlite_url(database), secret)
     done = subprocess.run(
         [sys.executable, "-m", "chatbot", "migrate"],
         cwd=workdir,
@@ -212,12 +215,19 @@ class Server:
 
 
 def chatbot_server(
-    workdir: Path, database: Path, secret: str, synchronous: str | None = None
+    workdir: Path,
+    database_url: str,
+    secret: str,
+    *,
+    name: str = "chatbot",
+    memory_limits: bool = False,
 ) -> Server:
-    """``chatbot serve`` with the echo backends, auth on, and its own SQLite file (with
-    ``synchronous``, the database URL's ``?synchronous=`` setting)."""
-    env = chatbot_environment(workdir, database, secret, synchronous)
-    return Server("chatbot", ["-m", "chatbot", "serve", "--no-link"], env, workdir)
+    """``chatbot serve`` with the echo backends and auth on, on ``database_url``. With
+    ``memory_limits``, a server on PostgreSQL counts its limits in its own memory, as on
+    SQLite (see :mod:`bench.memory_limits`): what the limits shared by processes cost."""
+    env = chatbot_environment(workdir, database_url, secret)
+    module = "bench.memory_limits" if memory_limits else "chatbot"
+    return Server(name, ["-m", module, "serve", "--no-link"], env, workdir)
 
 
 def bare_server(workdir: Path) -> Server:

@@ -94,6 +94,31 @@ async def test_deltas_reach_the_other_process_gathered_and_in_order(
     assert all(len(p.encode()) < 8000 for p in payloads)
 
 
+async def test_a_reply_does_not_wait_for_the_deltas_gathered_before_it(url: str) -> None:
+    # Deltas are gathered for an hour here: what comes after them must end the wait.
+    a = PostgresHub(url, load_reply=_nothing, load_newest=_nothing, flush_seconds=3600)
+    b = hub(url)
+    await a.start()
+    await b.start()
+    try:
+        seen = Recorder()
+        b.subscribe("s1", seen)
+        a.publish(Started("s1", "m1"))
+        a.publish(Delta("s1", "Hello, ", "m1"))
+        await seen.until(lambda events: any(isinstance(e, Delta) for e in events))
+        # This delta alone starts the gathering (the sender's turns of the loop to reach
+        # it); the failure published during it must go out at once, the delta before it.
+        a.publish(Delta("s1", "world", "m1"))
+        for _ in range(3):
+            await asyncio.sleep(0)
+        a.publish(Failure("s1", "backend_error", "the model failed", True, "m1"))
+        await seen.until(lambda events: isinstance(events[-1], Failure))
+        assert "".join(e.text for e in seen.events if isinstance(e, Delta)) == "Hello, world"
+    finally:
+        await a.aclose()
+        await b.aclose()
+
+
 async def test_a_socket_opening_mid_reply_gets_the_text_so_far(
     pair: tuple[PostgresHub, PostgresHub],
 ) -> None:

@@ -9,6 +9,8 @@ from bench.report import Outcome
 from bench.scenarios import (
     big_session,
     branches,
+    cluster,
+    fanout,
     fsync,
     handshake,
     history,
@@ -31,4 +33,10 @@ SCENARIOS: dict[str, Scenario] = {
     "history": history.run,
     "branches": branches.run,
     "search": search.run,
+}
+
+#: The scenarios on PostgreSQL: run after the others when ``--postgres`` names a database.
+ON_POSTGRES: dict[str, Scenario] = {
+    "cluster": cluster.run,
+    "fanout": fanout.run,
 }

@@ -27,6 +27,25 @@ def watched(server: Server, load: Callable[[], Awaitable[Load]]) -> Callable[[],
     return measure
 
 
+def watched_all(
+    servers: Sequence[Server], load: Callable[[], Awaitable[Load]]
+) -> Callable[[], Awaitable[Load]]:
+    """:func:`watched` for a load spread over several server processes: their CPU summed."""
+
+    async def measure() -> Load:
+        for server in servers:
+            server.check_running()
+        before, client_before = sum(s.cpu_seconds() for s in servers), time.process_time()
+        result = await load()
+        result.server_cpu = sum(s.cpu_seconds() for s in servers) - before
+        result.client_cpu = time.process_time() - client_before
+        for server in servers:
+            server.check_running()
+        return result
+
+    return measure
+
+
 def summary(load: Load) -> dict[str, Any]:
     """One round's figures, for the JSON file."""
     figures: dict[str, Any] = {

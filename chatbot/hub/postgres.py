@@ -92,8 +92,10 @@ class PostgresHub(Hub):
         load_reply: LoadReply,
         load_newest: LoadNewest,
         connect: Callable[[str], Awaitable[Any]] | None = None,
+        flush_seconds: float = FLUSH_SECONDS,
     ) -> None:
         self._dsn = dsn
+        self._flush_seconds = flush_seconds
         self._load_reply = load_reply
         self._load_newest = load_newest
         self._connect = connect
@@ -103,6 +105,8 @@ class PostgresHub(Hub):
         self._cancel: CancelHandler | None = None
         self._outbox: list[dict[str, Any]] = []
         self._wake = asyncio.Event()
+        #: Set when the outbox holds something else than deltas: it goes out at once.
+        self._urgent = asyncio.Event()
         self._inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._numbers = itertools.count()
         self._connection: Any = None
@@ -220,18 +224,23 @@ class PostgresHub(Hub):
                 self._outbox.append({**payload, "x": piece})
         else:
             self._outbox.append(payload)
+            self._urgent.set()
         self._wake.set()
 
     async def _sender(self) -> None:
         while True:
             await self._wake.wait()
-            if all(p["t"] == "d" for p in self._outbox):
-                # Only deltas: wait a moment for more, and send them together.
-                await asyncio.sleep(FLUSH_SECONDS)
+            if not self._urgent.is_set():
+                # Only deltas: wait a moment for more, and send them together; but a reply
+                # (or anything else) published meanwhile ends the wait, so that it never
+                # waits for the deltas before it.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._urgent.wait(), self._flush_seconds)
             await self._flush()
 
     async def _flush(self) -> None:
         self._wake.clear()
+        self._urgent.clear()
         batch, self._outbox = self._outbox, []
         if not batch:
             return
