@@ -86,7 +86,8 @@ def test_every_foreign_key_has_an_index_to_check_it(store: StoreHarness, postgre
         "JOIN pg_namespace n ON n.oid = c.connamespace WHERE c.contype = 'f' AND n.nspname = $1",
         schema,
     )
-    assert len(keys) == 4  # messages: session, parent, reply; shares: session
+    # messages: session, parent, reply; shares: session; the work queue: session (jobs, workers)
+    assert len(keys) == 6
     for key in keys:
         leading = run_sql(
             postgres_url,
