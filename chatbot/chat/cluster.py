@@ -115,6 +115,9 @@ class ClusterWorkers(Workers):
             )
         if outcome == "claimed":
             self._run(session)
+        elif outcome.startswith("first:"):
+            # The only job: answered without reading it back (a round trip saved).
+            self._run(session, first=(int(outcome.removeprefix("first:")), job))
 
     def _running(self, session_id: str) -> bool:
         busy = self._busy.get(session_id)
@@ -129,21 +132,23 @@ class ClusterWorkers(Workers):
             return True
         return super().cancel(session_id)
 
-    def _run(self, session: Session) -> None:
-        if self._running(session.id):
+    def _run(self, session: Session, first: tuple[int, Job] | None = None) -> None:
+        if self._running(session.id) and first is None:
             return  # its task finds the new job (or, ending, the heartbeat starts another)
         busy = _Session(session.id)
         self._busy[session.id] = busy
         busy.task = asyncio.create_task(
-            self._work(busy, session), name=f"chatbot-session-{session.id}"
+            self._work(busy, session, first), name=f"chatbot-session-{session.id}"
         )
 
-    async def _work(self, busy: _Session, session: Session) -> None:
+    async def _work(
+        self, busy: _Session, session: Session, first: tuple[int, Job] | None = None
+    ) -> None:
         window = self._window(session)
         done: int | None = None
         try:
             while True:
-                row = await self._next(session.id, done, busy.failed)
+                row, first = first or await self._next(session.id, done, busy.failed), None
                 if row is None:
                     break
                 done, job = row

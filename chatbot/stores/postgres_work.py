@@ -51,14 +51,17 @@ $$;
 
 -- Queue a job: 'duplicate' (its client id is queued already: the job is marked resent, by
 -- the socket that sent it again), 'busy' (the queue is full),
--- 'queued' (a live process answers the session) or 'claimed' (the caller does now).
+-- 'queued' (a live process answers the session), 'claimed' (the caller does now) or
+-- 'first:ID' (the caller does now, and the job ID it queued is the only one).
 CREATE FUNCTION chatbot_submit(
     p_session text, p_client text, p_job jsonb, p_process text, p_queue integer,
     p_timeout double precision
 ) RETURNS text LANGUAGE plpgsql AS $$
 DECLARE
     waiting integer;
+    queued integer;
     holder text;
+    new_id bigint;
 BEGIN
     PERFORM pg_advisory_xact_lock(hashtextextended('chatbot.work:' || p_session, 0));
     IF p_client IS NOT NULL THEN
@@ -70,18 +73,23 @@ BEGIN
     END IF;
     SELECT w.process INTO holder FROM chatbot_workers w WHERE w.session_id = p_session;
     SELECT count(*) INTO waiting FROM chatbot_jobs WHERE session_id = p_session;
+    queued := waiting;
     IF holder IS NOT NULL AND waiting > 0 THEN
         waiting := waiting - 1;  -- the one being answered is not waiting
     END IF;
     IF waiting >= p_queue THEN
         RETURN 'busy';
     END IF;
-    INSERT INTO chatbot_jobs (session_id, client_id, job) VALUES (p_session, p_client, p_job);
+    INSERT INTO chatbot_jobs (session_id, client_id, job) VALUES (p_session, p_client, p_job)
+    RETURNING id INTO new_id;
     IF holder IS NOT NULL AND chatbot_alive(holder, p_timeout) THEN
         RETURN 'queued';
     END IF;
     INSERT INTO chatbot_workers (session_id, process) VALUES (p_session, p_process)
     ON CONFLICT (session_id) DO UPDATE SET process = EXCLUDED.process, since = now();
+    IF queued = 0 THEN
+        RETURN 'first:' || new_id;  -- the only job: the caller answers it without reading it
+    END IF;
     RETURN 'claimed';
 END
 $$;
