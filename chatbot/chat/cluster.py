@@ -34,6 +34,9 @@ from chatbot.stores.base import LEAF, Session, SessionStore
 from chatbot.stores.usage import Quota
 
 logger = logging.getLogger("chatbot.chat")
+#: How long queueing a message may take before the client is told to send it again (a
+#: database cut off without a word from the network would hold the socket forever).
+SUBMIT_SECONDS = 10.0
 
 
 def job_to_json(job: Job) -> dict[str, Any]:
@@ -98,7 +101,7 @@ class ClusterWorkers(Workers):
         try:
             outcome = await self.pool.fetchval(
                 sql.SUBMIT, session.id, job.client_id, job_to_json(job), self.process,
-                self.settings.session_queue_size, self.timeout,
+                self.settings.session_queue_size, self.timeout, timeout=SUBMIT_SECONDS,
             )  # fmt: skip
         except Exception as exc:
             if type(exc).__name__ == "ForeignKeyViolationError":
