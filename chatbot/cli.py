@@ -56,9 +56,13 @@ def serve(args: argparse.Namespace) -> int:
     # line, whichever logger sends it (a plugin's, an SDK's) and uvicorn's request lines
     # included (a refused ?token=...).
     log_config = server_log_config(uvicorn.config.LOGGING_CONFIG)
-    if settings.log_format.lower() == "json":
+    json_logs = settings.log_format.lower() == "json"
+    if json_logs:
         # uvicorn's own lines too: one JSON object per line, whoever logs it.
         log_config = use_json(log_config)
+    # JSON lines are for a log collector, not a person: no sign-in link (a token) among
+    # them unless asked for with --link.
+    link = args.link if args.link is not None else not json_logs
     common: dict[str, Any] = {
         "host": host,
         "port": port,
@@ -85,8 +89,13 @@ def serve(args: argparse.Namespace) -> int:
         logging.getLogger("uvicorn.error").info(
             "Uvicorn running on http://%s:%d (Press CTRL+C to quit)", address, port
         )
-        if args.link:
+        if link:
             announce(settings, host, port, user, link_ttl, sys.stdout)
+        elif json_logs and args.link is None:
+            logging.getLogger("chatbot").info(
+                "no sign-in link with CHATBOT_LOG_FORMAT=json (it holds a token); "
+                "mint one with: chatbot token --sub NAME"
+            )
 
     with sock:
         if args.reload:
@@ -300,8 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--link",
         action=argparse.BooleanOptionalAction,
-        default=True,
-        help="print a sign-in link once listening (--no-link where stdout is kept in a log)",
+        default=None,
+        help="print a sign-in link once listening (default: yes, but not with "
+        "CHATBOT_LOG_FORMAT=json; --no-link where stdout is kept in a log)",
     )
     p.set_defaults(func=serve)
 

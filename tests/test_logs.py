@@ -57,6 +57,19 @@ def only(records: list[dict[str, Any]], **fields: Any) -> dict[str, Any]:
     return record
 
 
+def test_json_logs_hold_no_sign_in_link_unless_asked_for(tmp_path: Path) -> None:
+    server = ServeProcess(
+        tmp_path, lambda port: ["-m", "chatbot", "serve", "--port", str(port)],
+        CHATBOT_LOG_FORMAT="json",
+    )  # fmt: skip
+    with server:
+        pass
+    output = server.stop()
+    records = lines(output)  # every line a JSON object: no bare link among them
+    assert "#token=" not in output
+    assert any("chatbot token --sub" in str(r.get("message")) for r in records)
+
+
 def test_chatbot_serve_writes_json_lines_that_tie_a_reply_to_its_socket(tmp_path: Path) -> None:
     with serve_json(tmp_path) as server:
         with httpx.Client(base_url=server.url, timeout=10) as http:
