@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from chatbot.chat.turn import Job
@@ -141,29 +142,22 @@ class ClusterWorkers(Workers):
         busy = _Session(session.id)
         self._busy[session.id] = busy
         busy.task = asyncio.create_task(
-            self._work(busy, session, first), name=f"chatbot-session-{session.id}"
+            self._work(busy, session, self._claimed(busy, session.id, first)),
+            name=f"chatbot-session-{session.id}",
         )
 
-    async def _work(
-        self, busy: _Session, session: Session, first: tuple[int, Job] | None = None
-    ) -> None:
-        window = self._window(session)
+    async def _claimed(
+        self, busy: _Session, session_id: str, first: tuple[int, Job] | None
+    ) -> AsyncGenerator[Job, None]:
+        """The session's queue in the database, oldest first, each job removed once it was
+        answered, until it is empty (or this process stops, or lost the session)."""
         done: int | None = None
-        try:
-            while True:
-                row, first = first or await self._next(session.id, done, busy.failed), None
-                if row is None:
-                    break
-                done, job = row
-                answered = await self._answer(busy, session, window, job)
-                if answered is None:
-                    break
-                window = answered
-            self._keep_window(window)
-        finally:
-            busy.task = None
-            if self._busy.get(session.id) is busy:
-                del self._busy[session.id]
+        while True:
+            row, first = first or await self._next(session_id, done, busy.failed), None
+            if row is None:
+                return
+            done, job = row
+            yield job
 
     async def _next(
         self, session_id: str, done: int | None, failed: bool = False

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 
 from chatbot.chat.titles import make_title
@@ -99,7 +101,8 @@ class Workers:
         busy.queue.append(job)
         if busy.task is None:
             busy.task = asyncio.create_task(
-                self._work(busy, session), name=f"chatbot-session-{session.id}"
+                self._work(busy, session, self._queued(busy, session)),
+                name=f"chatbot-session-{session.id}",
             )
 
     def cancel(self, session_id: str) -> bool:
@@ -186,24 +189,35 @@ class Workers:
         while len(self._windows) > MAX_WINDOWS:
             self._windows.popitem(last=False)
 
-    async def _work(self, busy: _Session, session: Session) -> None:
+    async def _work(
+        self, busy: _Session, session: Session, jobs: AsyncGenerator[Job, None]
+    ) -> None:
+        """Answer ``jobs`` one after another; the session is not busy here any more when
+        they run out (or the session is gone)."""
         window = self._window(session)
         try:
-            while busy.queue:
-                job = busy.queue.popleft()
-                if self._closing:
-                    await self._keep(session, job)
-                    continue
-                answered = await self._answer(busy, session, window, job)
-                if answered is None:
-                    busy.queue.clear()
-                    return
-                window = answered
+            async with contextlib.aclosing(jobs):
+                async for job in jobs:
+                    answered = await self._answer(busy, session, window, job)
+                    if answered is None:
+                        busy.queue.clear()
+                        return
+                    window = answered
             self._keep_window(window)
         finally:
             busy.task = None
             if self._busy.get(session.id) is busy:
                 del self._busy[session.id]
+
+    async def _queued(self, busy: _Session, session: Session) -> AsyncGenerator[Job, None]:
+        """The session's queue in this process's memory, until it is empty; at shutdown
+        each job is kept rather than answered."""
+        while busy.queue:
+            job = busy.queue.popleft()
+            if self._closing:
+                await self._keep(session, job)
+                continue
+            yield job
 
     async def _answer(
         self, busy: _Session, session: Session, window: Window, job: Job
