@@ -40,6 +40,37 @@ class Recorder:
         await asyncio.wait_for(wait(), seconds)
 
 
+class Outage:
+    """The database out of one hub's reach: its connection is ended, and it cannot
+    connect again until :meth:`end` (the others are not touched)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.away = asyncio.Event()
+
+    async def connect(self, dsn: str) -> Any:
+        import asyncpg
+
+        if self.away.is_set():
+            raise OSError("the database is unreachable")
+        return await asyncpg.connect(dsn)
+
+    async def begin(self, cut_off: PostgresHub) -> None:
+        """Until the hub has noticed it lost its connection."""
+        import asyncpg
+
+        self.away.set()
+        admin = await asyncpg.connect(self.url)
+        await admin.fetchval(
+            "SELECT pg_terminate_backend($1)", cut_off._connection.get_server_pid()
+        )
+        await admin.close()
+        await asyncio.wait_for(cut_off._lost.wait(), 10)
+
+    def end(self) -> None:
+        self.away.clear()
+
+
 async def _nothing(*args: Any) -> Any:
     return None
 
@@ -282,8 +313,6 @@ def test_a_lone_surrogate_is_sent_escaped() -> None:
 async def test_a_reply_stored_while_the_hub_was_away_reaches_its_sockets(url: str) -> None:
     """Notifications sent while a hub is disconnected are lost; the reply is not: once the
     hub listens again it reads what its sockets missed from the rows."""
-    import asyncpg
-
     from chatbot.stores.postgres import PostgresStore
 
     store = PostgresStore(url)
@@ -291,34 +320,24 @@ async def test_a_reply_stored_while_the_hub_was_away_reaches_its_sockets(url: st
     await store.migrate()
     session = await store.create_session("alice", backend="echo")
     stored = await store.add_user_message("alice", session.id, content="hi", client_id="c1")
-    away = asyncio.Event()
-
-    async def connect(dsn: str) -> Any:
-        if away.is_set():
-            raise OSError("the database is unreachable")
-        return await asyncpg.connect(dsn)
-
+    outage = Outage(url)
     a = PostgresHub(url, load_reply=store.message_by_id, load_newest=store.newest_replies)
     b = PostgresHub(
-        url, load_reply=store.message_by_id, load_newest=store.newest_replies, connect=connect
-    )
+        url, load_reply=store.message_by_id, load_newest=store.newest_replies,
+        connect=outage.connect,
+    )  # fmt: skip
     await a.start()
     await b.start()
     try:
         seen = Recorder()
         b.subscribe(session.id, seen)
-        away.set()
-        admin = await asyncpg.connect(url)
-        await admin.fetchval("SELECT pg_terminate_backend($1)", b._connection.get_server_pid())
-        await admin.close()
-        while b.connected:  # until b has noticed
-            await asyncio.wait_for(b._lost.wait(), 10)
+        await outage.begin(b)
         reply = await store.add_reply(
             "alice", session.id, reply_to=stored.message.id, content="Echo: hi",
             status="complete",
         )  # fmt: skip
         a.publish(Reply(session.id, reply, "c1"))  # sent while b is away: lost
-        away.clear()
+        outage.end()
         await asyncio.wait_for(b.wait_opens(2), 15)
         await seen.until(lambda events: bool(events))
         assert seen.events == [Reply(session.id, reply, "c1")]
@@ -331,31 +350,19 @@ async def test_a_reply_stored_while_the_hub_was_away_reaches_its_sockets(url: st
 async def test_what_a_hub_publishes_while_cut_off_goes_out_once_it_is_back(url: str) -> None:
     """A reply's end, a title, a closed session published while the hub's own connection
     is down still reach the other processes when it reconnects (the deltas do not)."""
-    import asyncpg
-
-    away = asyncio.Event()
-
-    async def connect(dsn: str) -> Any:
-        if away.is_set():
-            raise OSError("the database is unreachable")
-        return await asyncpg.connect(dsn)
-
-    a = PostgresHub(url, load_reply=_nothing, load_newest=_nothing, connect=connect)
+    outage = Outage(url)
+    a = PostgresHub(url, load_reply=_nothing, load_newest=_nothing, connect=outage.connect)
     b = hub(url)
     await a.start()
     await b.start()
     try:
         seen = Recorder()
         b.subscribe("s1", seen)
-        away.set()
-        admin = await asyncpg.connect(url)
-        await admin.fetchval("SELECT pg_terminate_backend($1)", a._connection.get_server_pid())
-        await admin.close()
-        await asyncio.wait_for(a._lost.wait(), 10)
+        await outage.begin(a)
         a.publish(Delta("s1", "too late", None))
         a.publish(Title("s1", "kept"))
         a.publish(Failure("s1", "backend_error", "kept too", False, "m1"))
-        away.clear()
+        outage.end()
         await asyncio.wait_for(a.wait_opens(2), 15)
         await seen.until(lambda events: len(events) >= 2)
         assert seen.events == [
